@@ -1,0 +1,84 @@
+"""The `perfdata` command line. Commands live in `perfdata/commands/<name>.py` (each a click command that only
+parses, calls a stage and reports) and are imported only when used, so `perfdata --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from perfdata import __version__
+
+# command name -> "module:attribute" of its click command
+COMMANDS: dict[str, str] = {
+    "scenes": "perfdata.commands.scenes:scenes",
+    "synth": "perfdata.commands.synth:synth",
+    "demo": "perfdata.commands.demo:demo",
+}
+
+HELP: dict[str, str] = {
+    "scenes": "Inspect what a reader sees in a capture.",
+    "synth": "Write synthetic scenes with exact depth, masks and labels.",
+    "demo": "Run the pipeline on embedded synthetic scenes and write a report.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, attr = COMMANDS[cmd_name].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="perfdata")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """perfdata: PeRFception-style datasets -- download, fit, export, render, pack, train."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a PerfdataError is one line on stderr and a non-zero exit (traceback with --debug)."""
+    from perfdata.errors import PerfdataError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="perfdata", standalone_mode=False)
+    except PerfdataError as exc:
+        if "--debug" in args:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

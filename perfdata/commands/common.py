@@ -1,0 +1,19 @@
+"""Helpers shared by the click commands: tables and progress."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def print_table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> None:
+    """Print a small table with rich (to stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=header is not None, title_justify="left")
+    for name in header or [""] * (len(rows[0]) if rows else 2):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    Console(width=120).print(table)

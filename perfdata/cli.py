@@ -16,12 +16,14 @@ COMMANDS: dict[str, str] = {
     "scenes": "perfdata.commands.scenes:scenes",
     "synth": "perfdata.commands.synth:synth",
     "demo": "perfdata.commands.demo:demo",
+    "status": "perfdata.commands.status:status",
 }
 
 HELP: dict[str, str] = {
     "scenes": "Inspect what a reader sees in a capture.",
     "synth": "Write synthetic scenes with exact depth, masks and labels.",
     "demo": "Run the pipeline on embedded synthetic scenes and write a report.",
+    "status": "Done / failed / pending items of a stage's output folder.",
 }
 
 

@@ -11,9 +11,11 @@ def print_table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_header=header is not None, title_justify="left")
+    table = Table(show_header=header is not None)
     for name in header or [""] * (len(rows[0]) if rows else 2):
         table.add_column(name)
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    Console(width=120).print(table)
+    console = Console(width=120)
+    console.print(title, soft_wrap=True, markup=False, highlight=False)
+    console.print(table)

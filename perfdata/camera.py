@@ -99,7 +99,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
     eye = np.asarray(eye, dtype=np.float64)
     forward = np.asarray(target, dtype=np.float64) - eye
     forward /= np.linalg.norm(forward)
-    right = np.cross(forward, -np.asarray(up, dtype=np.float64))
+    right = np.cross(forward, np.asarray(up, dtype=np.float64))  # OpenCV: right = forward x up (down = -up)
     if np.linalg.norm(right) < 1e-8:  # looking along `up`: pick any perpendicular
         right = np.cross(forward, np.array([1.0, 0.0, 0.0]))
     right /= np.linalg.norm(right)

@@ -26,6 +26,20 @@ def read_array(path: str | Path) -> np.ndarray:
         raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
 
 
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(width, height, n_channels) of an image file from its header, without decoding the pixels."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1]), len(im.getbands())
+    except Exception as exc:  # PIL raises many types for bad files
+        raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
+
+
 def read_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Colour as float32 (H, W, 3) in [0, 1], and alpha as float32 (H, W) in [0, 1] when the file has it."""
     arr = read_array(path)

@@ -135,9 +135,6 @@ def _resize_loaded(loader: Callable[[], np.ndarray | None], size: tuple[int, int
 def resize(arr: np.ndarray, size: tuple[int, int], kind: str = "area") -> np.ndarray:
     """Resize (H, W[, C]) to size (h, w). kind: "area" (box average, any ratio), "depth" (average of the
     known values only, so unknown zeros do not drag depth towards the camera) or "nearest"."""
-    import torch
-    import torch.nn.functional as F
-
     h, w = size
     if arr.shape[:2] == (h, w):
         return arr
@@ -145,6 +142,9 @@ def resize(arr: np.ndarray, size: tuple[int, int], kind: str = "area") -> np.nda
         rows = np.minimum(((np.arange(h) + 0.5) * arr.shape[0] / h).astype(int), arr.shape[0] - 1)
         cols = np.minimum(((np.arange(w) + 0.5) * arr.shape[1] / w).astype(int), arr.shape[1] - 1)
         return arr[rows][:, cols]
+    import torch  # only the averaging kinds need it (a slow first import)
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
     if kind == "depth":

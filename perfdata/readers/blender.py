@@ -1,0 +1,316 @@
+"""The `blender` reader: transforms.json captures (NeRF-synthetic, instant-ngp, nerfstudio, perfdata synth).
+
+A scene folder holds `transforms.json`, or `transforms_train.json` with optional `transforms_val.json` /
+`transforms_test.json`; they are merged, frames of the `_test` file get split "test", all others "train".
+
+Cameras: NeRF-synthetic's `camera_angle_x` (+ optional `camera_angle_y`) or instant-ngp / nerfstudio's
+`fl_x, fl_y, cx, cy, w, h` at the top level, each overridable per frame. `cx, cy` are in pixels with the image
+centre at w/2 (perfdata's pixel-centre convention, the same as nerfstudio's). `camera_model: OPENCV` with
+`k1 k2 p1 p2` (and `k3` if given) is removed on load: every map is resampled onto the pinhole camera K of the
+same size (bilinear for colour, nearest for depth, masks and labels; pixels that fall outside the captured image
+are 0 / False / -1). `transform_matrix` is camera-to-world with OpenGL axes and is converted to OpenCV.
+
+When `w`/`h` are absent the size comes from the first image's header (read once); the first image's size is
+also checked against `w`/`h` when they are given. `file_path` without an extension gets ".png". An RGBA image's
+alpha is the frame mask (unless `mask_path` is given) and such scenes default to a white background.
+Per frame, nerfstudio's `depth_file_path` (uint16 PNG or .npy, times the top-level `depth_unit_scale_factor`,
+default 1e-3, gives metres) and `mask_path`, and perfdata's `label_path` (8-bit PNG, 255 = ignore).
+The top-level `"perfdata"` object (format_version 1) adds kind, class_name, label_names, bounds (which set
+world_from_grid), background, background_color and seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfdata import camera, images
+from perfdata.errors import FormatVersionError, InputError
+from perfdata.readers import scene_dir, scene_dirs
+from perfdata.scene import Frame, Scene, normalisation_from_bounds, normalise
+
+PERFDATA_BLOCK_VERSION = 1
+_TRANSFORM_FILES = {
+    "transforms.json": "train",
+    "transforms_train.json": "train",
+    "transforms_val.json": "train",
+    "transforms_test.json": "test",
+}
+_DISTORTION_KEYS = ("k1", "k2", "k3", "p1", "p2")
+_CAMERA_KEYS = frozenset(
+    ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h", "camera_model", *_DISTORTION_KEYS)
+)
+_PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV")
+_BACKGROUNDS = ("white", "black", None)
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """OpenCV / COLMAP radial-tangential distortion of normalised image coordinates."""
+
+    k1: float = 0.0
+    k2: float = 0.0
+    k3: float = 0.0
+    p1: float = 0.0
+    p2: float = 0.0
+
+    @property
+    def is_zero(self) -> bool:
+        return not any((self.k1, self.k2, self.k3, self.p1, self.p2))
+
+
+def distort(xy: np.ndarray, d: Distortion) -> np.ndarray:
+    """Undistorted normalised coordinates (n, 2) -> distorted (n, 2):
+    x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6) + 2 p1 x y + p2 (r^2 + 2 x^2), and likewise for y."""
+    x, y = xy[:, 0], xy[:, 1]
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
+    xd = x * radial + 2.0 * d.p1 * x * y + d.p2 * (r2 + 2.0 * x * x)
+    yd = y * radial + d.p1 * (r2 + 2.0 * y * y) + 2.0 * d.p2 * x * y
+    return np.stack([xd, yd], axis=-1)
+
+
+def undistort(xy_d: np.ndarray, d: Distortion, n_iter: int = 30) -> np.ndarray:
+    """Inverse of `distort` by fixed-point iteration x <- (x_d - tangential(x)) / radial(x): distorted
+    normalised coordinates (n, 2) -> undistorted (n, 2). Maps measured (distorted) pixel positions to the
+    pinhole camera; converges for the mild distortion of real lenses (|k1| r^2 well below 1)."""
+    xy = np.array(xy_d, dtype=np.float64)
+    for _ in range(n_iter):
+        x, y = xy[:, 0], xy[:, 1]
+        r2 = x * x + y * y
+        radial = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
+        tx = 2.0 * d.p1 * x * y + d.p2 * (r2 + 2.0 * x * x)
+        ty = d.p1 * (r2 + 2.0 * y * y) + 2.0 * d.p2 * x * y
+        xy = np.stack([(xy_d[:, 0] - tx) / radial, (xy_d[:, 1] - ty) / radial], axis=-1)
+    return xy
+
+
+def undistortion_map(K: np.ndarray, d: Distortion, width: int, height: int) -> np.ndarray:
+    """(H, W, 2) pixel positions (u, v) in the distorted capture that each pixel centre of the undistorted
+    pinhole image (same K, same size) comes from."""
+    uv = camera.pixel_grid(width, height)
+    xy = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]], axis=-1)
+    xy_d = distort(xy, d)
+    src = np.stack([xy_d[:, 0] * K[0, 0] + K[0, 2], xy_d[:, 1] * K[1, 1] + K[1, 2]], axis=-1)
+    return src.reshape(height, width, 2)
+
+
+def remap(arr: np.ndarray, src: np.ndarray, mode: str, fill: float = 0) -> np.ndarray:
+    """Sample arr (H, W[, C]) at pixel positions src (h, w, 2) -> (h, w[, C]). mode "bilinear" (float result)
+    or "nearest" (dtype kept). Positions outside the image area [0, W] x [0, H] get `fill`."""
+    H, W = arr.shape[:2]
+    x, y = src[..., 0] - 0.5, src[..., 1] - 0.5  # array index coordinates
+    inside = (src[..., 0] >= 0) & (src[..., 0] <= W) & (src[..., 1] >= 0) & (src[..., 1] <= H)
+    if mode == "nearest":
+        out = arr[np.clip(np.round(y).astype(int), 0, H - 1), np.clip(np.round(x).astype(int), 0, W - 1)]
+    else:
+        x0, y0 = np.floor(x), np.floor(y)
+        ax, ay = x - x0, y - y0
+        x0, y0 = x0.astype(int), y0.astype(int)
+        data = arr.astype(np.float32)
+        out = np.zeros(src.shape[:2] + arr.shape[2:], dtype=np.float32)
+        for dy, wy in ((0, 1.0 - ay), (1, ay)):
+            for dx, wx in ((0, 1.0 - ax), (1, ax)):
+                w = (wy * wx).astype(np.float32)
+                sample = data[np.clip(y0 + dy, 0, H - 1), np.clip(x0 + dx, 0, W - 1)]
+                out += w.reshape(w.shape + (1,) * (arr.ndim - 2)) * sample
+    out[~inside] = fill
+    return out
+
+
+def _undistorted(load: Callable[[], np.ndarray | None], K: np.ndarray, d: Distortion, mode: str, fill: float) -> np.ndarray:
+    arr = load()
+    assert arr is not None
+    return remap(arr, undistortion_map(K, d, arr.shape[1], arr.shape[0]), mode, fill).astype(arr.dtype)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    return images.read_rgba(path)[0]
+
+
+def _read_scaled_npy(path: Path, factor: float) -> np.ndarray:
+    return images.read_depth(path) * np.float32(factor)
+
+
+def _is_scene(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / name).is_file() for name in _TRANSFORM_FILES)
+
+
+def list_scenes(root: Path) -> list[str]:
+    """Ids (folder names) of the transforms.json scenes at or one level under `root`."""
+    return list(scene_dirs(root, _is_scene))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not a readable JSON file ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise InputError(path, "expected an object with a 'frames' list")
+    return meta
+
+
+def _image_path(folder: Path, fr: dict[str, Any], where: Path, i: int) -> Path:
+    if "file_path" not in fr:
+        raise InputError(where, f"frame {i} has no file_path")
+    path = folder / str(fr["file_path"])
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
+def _camera(p: dict[str, Any], size: tuple[int, int], where: Path, i: int) -> tuple[np.ndarray, int, int, Distortion]:
+    """(K, width, height, distortion) from the merged top-level and per-frame camera keys."""
+    try:
+        w, h = int(p.get("w", size[0])), int(p.get("h", size[1]))
+        if "fl_x" in p:
+            fx = float(p["fl_x"])
+        elif "camera_angle_x" in p:
+            fx = 0.5 * w / math.tan(0.5 * float(p["camera_angle_x"]))
+        else:
+            raise InputError(where, f"frame {i}: no focal length (fl_x or camera_angle_x)")
+        if "fl_y" in p:
+            fy = float(p["fl_y"])
+        elif "camera_angle_y" in p:
+            fy = 0.5 * h / math.tan(0.5 * float(p["camera_angle_y"]))
+        else:
+            fy = fx
+        K = camera.intrinsics(fx, fy, float(p.get("cx", 0.5 * w)), float(p.get("cy", 0.5 * h)))
+        dist = Distortion(**{k: float(p.get(k, 0.0)) for k in _DISTORTION_KEYS})
+    except (TypeError, ValueError) as exc:
+        raise InputError(where, f"frame {i}: bad camera parameter ({exc})") from None
+    model = p.get("camera_model", "OPENCV")
+    if model not in _PINHOLE_MODELS or (model != "OPENCV" and not dist.is_zero):
+        raise InputError(where, f"frame {i}: camera_model {model!r} is not supported (use one of {_PINHOLE_MODELS})")
+    if not (np.all(np.isfinite(K)) and fx > 0 and fy > 0 and w > 0 and h > 0):
+        raise InputError(where, f"frame {i}: invalid intrinsics fx={fx} fy={fy} size {w}x{h}")
+    return K, w, h, dist
+
+
+def _pose(fr: dict[str, Any], where: Path, i: int) -> np.ndarray:
+    """OpenCV c2w (4, 4) from the frame's OpenGL `transform_matrix` (4x4 or 3x4)."""
+    try:
+        m = np.asarray(fr["transform_matrix"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(where, f"frame {i}: missing or malformed transform_matrix ({exc})") from None
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
+    if m.shape != (4, 4):
+        raise InputError(where, f"frame {i}: transform_matrix must be 4x4, got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise InputError(where, f"frame {i} ({fr.get('file_path')}): non-finite transform_matrix")
+    return camera.opengl_to_opencv(m)
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    """What one transforms file says for all of its frames."""
+
+    path: Path
+    meta: dict[str, Any]
+    split: str
+    first_size: tuple[int, int]
+    rgba: bool
+
+
+def _frame(folder: Path, info: _FileInfo, fr: dict[str, Any], i: int) -> Frame:
+    params = {k: v for k, v in {**info.meta, **fr}.items() if k in _CAMERA_KEYS}
+    K, w, h, dist = _camera(params, info.first_size, info.path, i)
+    c2w = _pose(fr, info.path, i)
+    image_path = _image_path(folder, fr, info.path, i)
+    if not image_path.is_file():
+        raise InputError(image_path, f"image not found (frame {i} of {info.path.name})")
+    factor = float(info.meta.get("depth_unit_scale_factor", 1e-3))
+    depth: Any = None
+    if "depth_file_path" in fr:
+        depth = folder / str(fr["depth_file_path"])
+        if depth.suffix == ".npy" and factor != 1.0:
+            depth = functools.partial(_read_scaled_npy, depth, factor)
+    mask: Any = folder / str(fr["mask_path"]) if "mask_path" in fr else (image_path if info.rgba else None)
+    labels: Any = folder / str(fr["label_path"]) if "label_path" in fr else None
+    image: Any = image_path
+    if not dist.is_zero:
+        image = functools.partial(_undistorted, functools.partial(_read_rgb, image_path), K, dist, "bilinear", 0)
+        depth = _lazy_nearest(depth, functools.partial(images.read_depth, scale=1.0 / factor), K, dist, 0)
+        mask = _lazy_nearest(mask, images.read_mask, K, dist, False)
+        labels = _lazy_nearest(labels, images.read_labels, K, dist, -1)
+    name = Path(str(fr["file_path"])).with_suffix("").as_posix().removeprefix("./")
+    return Frame(name=name, K=K, c2w=c2w, width=w, height=h, image=image, depth=depth, mask=mask,
+                 labels=labels, split=info.split, depth_scale=1.0 / factor)  # type: ignore[arg-type]
+
+
+def _lazy_nearest(source: Any, read: Callable[[Path], np.ndarray], K: np.ndarray, d: Distortion, fill: float) -> Any:
+    if source is None:
+        return None
+    load = source if callable(source) else functools.partial(read, source)
+    return functools.partial(_undistorted, load, K, d, "nearest", fill)
+
+
+def _file_info(folder: Path, name: str, meta: dict[str, Any]) -> _FileInfo | None:
+    """Read the first image's header once: its size (for w/h when absent; checked when present) and channels.
+    None for a file without frames."""
+    path = folder / name
+    if not meta["frames"]:
+        return None
+    first = meta["frames"][0]
+    image = _image_path(folder, first, path, 0)
+    width, height, channels = images.image_header(image)
+    merged = {**meta, **first}
+    if ("w" in merged and int(merged["w"]) != width) or ("h" in merged and int(merged["h"]) != height):
+        raise InputError(image, f"image is {width}x{height} but {name} says {merged.get('w')}x{merged.get('h')}")
+    return _FileInfo(path, meta, _TRANSFORM_FILES[name], (width, height), channels in (2, 4))
+
+
+def _perfdata_block(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    block = meta.get("perfdata") or {}
+    if block and block.get("format_version") != PERFDATA_BLOCK_VERSION:
+        raise FormatVersionError(path, block.get("format_version"), PERFDATA_BLOCK_VERSION)
+    if block.get("background") not in _BACKGROUNDS:
+        raise InputError(path, f"perfdata.background must be white, black or null, got {block['background']!r}")
+    return block
+
+
+def _bounds(path: Path, value: Any) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        box = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        box = np.zeros(0)
+    if box.shape != (2, 3) or not np.all(np.isfinite(box)) or np.any(box[1] <= box[0]):
+        raise InputError(path, f"perfdata.bounds must be [[x0, y0, z0], [x1, y1, z1]] with x0 < x1 ..., got {value!r}")
+    return box[0], box[1]
+
+
+def load_scene(root: Path, scene_id: str) -> Scene:
+    """The scene `scene_id` under `root` (see the module docstring for what is read)."""
+    folder = scene_dir(root, scene_id, _is_scene)
+    names = [n for n in _TRANSFORM_FILES if (folder / n).is_file()]
+    if "transforms.json" in names and "transforms_train.json" in names:
+        names.remove("transforms.json")  # split files win; transforms.json is usually their merge
+    infos = [i for n in names if (i := _file_info(folder, n, _read_json(folder / n))) is not None]
+    if not infos:
+        raise InputError(folder / names[0], "no frames")
+    frames = [_frame(folder, info, fr, i) for info in infos for i, fr in enumerate(info.meta["frames"])]
+    block = _perfdata_block(infos[0].path, infos[0].meta)
+    if "bounds" in block:
+        world_from_grid = normalisation_from_bounds(*_bounds(infos[0].path, block["bounds"]))
+    else:
+        world_from_grid = normalise(frames)
+    rgba = any(info.rgba for info in infos)
+    background = block["background"] if "background" in block else ("white" if rgba else None)
+    extras = {k: block[k] for k in ("kind", "seed", "background_color") if k in block}
+    return Scene(
+        scene_id=scene_id,
+        frames=tuple(frames),
+        world_from_grid=world_from_grid,
+        class_name=block.get("class_name"),
+        label_names=tuple(block["label_names"]) if "label_names" in block else None,
+        background=background,
+        source=f"blender:{folder}",
+        meta={"transforms": names, **extras},
+    )

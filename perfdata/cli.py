@@ -17,6 +17,13 @@ COMMANDS: dict[str, str] = {
     "synth": "perfdata.commands.synth:synth",
     "demo": "perfdata.commands.demo:demo",
     "status": "perfdata.commands.status:status",
+    "download": "perfdata.commands.download:download",
+    "mirror": "perfdata.commands.mirror:mirror",
+    "export": "perfdata.commands.export:export",
+    "validate": "perfdata.commands.validate:validate",
+    "label": "perfdata.commands.label:label",
+    "render": "perfdata.commands.render:render",
+    "pack": "perfdata.commands.pack:pack",
 }
 
 HELP: dict[str, str] = {
@@ -24,6 +31,13 @@ HELP: dict[str, str] = {
     "synth": "Write synthetic scenes with exact depth, masks and labels.",
     "demo": "Run the pipeline on embedded synthetic scenes and write a report.",
     "status": "Done / failed / pending items of a stage's output folder.",
+    "download": "Download PeRFception chunks: resumable, verified, parallel.",
+    "mirror": "Index or serve (HTTP with Range) a local copy of a dataset.",
+    "export": "Write fits (or PeRFception checkpoints) to the zarr store, PLY or HDF5.",
+    "validate": "Check a dataset store: schema, versions, shapes, ranges, NaNs, chunks.",
+    "label": "Give a store's voxels 3D labels from a labelled mesh or 2D label maps.",
+    "render": "Render novel views (rgb, depth, mask, background, labels) of a store's scenes.",
+    "pack": "Pack rendered views into deterministic WebDataset shards with index.json.",
 }
 
 

@@ -1,0 +1,1 @@
+"""The stages: download, fit, export (and import), render, pack."""

@@ -1,0 +1,52 @@
+"""`perfdata export`: fit folders (or released PeRFception scene folders) -> the zarr store, PLY or HDF5."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from perfdata.commands.common import print_table
+
+
+@click.command()
+@click.option("--fits", "fits_dir", type=click.Path(), help="Folder of fit outputs (DIR/<scene_id>/, DONE).")
+@click.option("--from-perfception", "perfception", type=click.Path(),
+              help="A released PeRFception scene folder, a folder of them, or of chunk folders NN/.")
+@click.option("--out", required=True, help="Store path or fsspec URL (zarr), or an output folder (ply, h5).")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "ply", "h5"]), default="zarr", show_default=True)
+@click.option("--sh-bits", type=click.IntRange(1, 8), default=8, show_default=True, help="Bits per SH value.")
+@click.option("--scenes", "scene_ids", multiple=True, help="Scene ids to export (repeatable; default all).")
+@click.option("--dataset", default="perfdata", show_default=True, help="Dataset name in the store's attrs.")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Scenes written at once.")
+@click.option("--portable", is_flag=True, help="Use only zarr v3 spec codecs (no numcodecs delta).")
+@click.option("--force", is_flag=True, help="Rewrite scenes already complete in the output.")
+@click.option("--dry-run", is_flag=True, help="Show what would be written.")
+def export(fits_dir: str | None, perfception: str | None, out: str, fmt: str, sh_bits: int,
+           scene_ids: tuple[str, ...], dataset: str, workers: int, portable: bool, force: bool,
+           dry_run: bool) -> None:
+    """Write the dataset store (zarr), PLY per scene, or HDF5 point files. Exits 1 if any scene failed."""
+    from perfdata.errors import ConfigError
+    from perfdata.pipelines.export import ExportConfig, export_fits
+    from perfdata.store.writer import WriteConfig
+
+    if (fits_dir is None) == (perfception is None):
+        raise ConfigError("give exactly one of --fits DIR and --from-perfception PATH")
+    cfg = ExportConfig(format=fmt, scenes=scene_ids, force=force, workers=workers, dataset=dataset,
+                       write=WriteConfig(sh_bits=sh_bits, portable=portable), dry_run=dry_run)
+    if perfception is not None:
+        if fmt != "zarr":
+            raise ConfigError("--from-perfception writes the zarr store only")
+        from perfdata.pipelines.perfception import import_perfception
+
+        result = import_perfception(perfception, out, cfg)
+    else:
+        result = export_fits(fits_dir, out, cfg)
+    rows = [(s.scene_id, s.status, s.n_voxels or "", f"{s.seconds:.2f}" if s.seconds else "", s.error)
+            for s in result.scenes]
+    counts = ", ".join(f"{result.count(k)} {k}" for k in ("written", "skipped", "not-done", "failed", "planned")
+                       if result.count(k))
+    print_table(f"export -> {out}: {counts or 'nothing to do'}", rows,
+                header=("scene", "status", "voxels", "seconds", "error"))
+    if result.count("failed"):
+        sys.exit(1)

@@ -1,0 +1,33 @@
+"""`perfdata pack`: render folders -> WebDataset shards `<split>-NNNNNN.tar` and index.json."""
+
+from __future__ import annotations
+
+import click
+
+from perfdata.commands.common import print_table
+
+
+@click.command()
+@click.option("--renders", required=True, type=click.Path(), help="Folder written by `perfdata render --out`.")
+@click.option("--out", required=True, type=click.Path(), help="Shard folder.")
+@click.option("--maxcount", type=int, default=1000, show_default=True, help="Samples per shard at most.")
+@click.option("--maxsize", type=int, default=1 << 30, show_default=True, help="Bytes per shard at most.")
+@click.option("--split-by", type=click.Choice(["scene"]), default="scene", show_default=True)
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Fraction of scenes for val.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scene split.")
+@click.option("--dry-run", is_flag=True, help="Count scenes and samples per split; write nothing.")
+def pack(renders: str, out: str, maxcount: int, maxsize: int, split_by: str, val_fraction: float, seed: int,
+         dry_run: bool) -> None:
+    """Pack rendered views into deterministic WebDataset shards (a rerun is byte-identical)."""
+    from perfdata.pipelines.pack import PackConfig, pack_renders
+
+    cfg = PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed,
+                     split_by=split_by, dry_run=dry_run)
+    res = pack_renders(renders, out, cfg)
+    rows = [(split, len(res.scenes[split]), res.n_samples.get(split, 0),
+             sum(1 for s in res.shards if s.split == split),
+             sum(s.bytes for s in res.shards if s.split == split)) for split in res.scenes]
+    title = f"pack -> {out}{' (dry run)' if dry_run else ''}: {len(res.classes)} classes"
+    if res.incomplete:
+        title += f"; left out (no DONE): {', '.join(res.incomplete)}"
+    print_table(title, rows, header=("split", "scenes", "samples", "shards", "bytes"))

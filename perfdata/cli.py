@@ -14,6 +14,7 @@ from perfdata import __version__
 # command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {
     "scenes": "perfdata.commands.scenes:scenes",
+    "fit": "perfdata.commands.fit:fit",
     "synth": "perfdata.commands.synth:synth",
     "demo": "perfdata.commands.demo:demo",
     "status": "perfdata.commands.status:status",
@@ -24,10 +25,12 @@ COMMANDS: dict[str, str] = {
     "label": "perfdata.commands.label:label",
     "render": "perfdata.commands.render:render",
     "pack": "perfdata.commands.pack:pack",
+    "train": "perfdata.commands.train:train",
 }
 
 HELP: dict[str, str] = {
     "scenes": "Inspect what a reader sees in a capture.",
+    "fit": "Fit a radiance field (Plenoxel grid) per scene: grid.npz + fit.json.",
     "synth": "Write synthetic scenes with exact depth, masks and labels.",
     "demo": "Run the pipeline on embedded synthetic scenes and write a report.",
     "status": "Done / failed / pending items of a stage's output folder.",
@@ -38,6 +41,7 @@ HELP: dict[str, str] = {
     "label": "Give a store's voxels 3D labels from a labelled mesh or 2D label maps.",
     "render": "Render novel views (rgb, depth, mask, background, labels) of a store's scenes.",
     "pack": "Pack rendered views into deterministic WebDataset shards with index.json.",
+    "train": "Train a downstream model (cls2d on shards, cls3d / seg3d on a store): metrics, weights, curve.",
 }
 
 

@@ -1,0 +1,53 @@
+"""Sparse per-voxel optimisation: RMSProp that touches only the rows with gradient (as Plenoxels does), and
+merging of sparse gradients from several losses."""
+
+from __future__ import annotations
+
+import torch
+from perfdata.models import sampling
+
+
+def merge_sparse(parts: list[tuple[torch.Tensor, torch.Tensor]], n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum sparse gradients.
+
+    Args:
+        parts: list of (rows (k_i,) int64, grad (k_i, C)); rows may repeat within and across parts.
+        n_rows: rows in the parameter table.
+    Returns:
+        rows (m,) distinct sorted, grad (m, C) summed.
+    """
+    rows_all = torch.cat([r for r, _ in parts])
+    grads = torch.cat([g for _, g in parts])
+    rows, local = sampling.compact_rows(rows_all, n_rows)
+    out = torch.zeros((rows.numel(), grads.shape[1]), dtype=grads.dtype, device=grads.device)
+    return rows, out.index_add_(0, local, grads)
+
+
+class SparseRMSProp:
+    """RMSProp over the rows of one parameter table (n_rows, C): v <- beta v + (1 - beta) g^2,
+    p <- p - lr g / (sqrt(v) + eps), for the given rows only; other rows and their state are untouched."""
+
+    def __init__(self, n_rows: int, n_cols: int, beta: float = 0.95, eps: float = 1e-8,
+                 device: torch.device | str = "cpu") -> None:
+        self.beta = beta
+        self.eps = eps
+        self.sq = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=device)
+
+    def step_(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+        """Update `param` (n_rows, C) in place at `rows` (m,) distinct, with `grad` (m, C)."""
+        assert grad.shape == (rows.numel(), param.shape[1]), f"grad must be ({rows.numel()}, {param.shape[1]})"
+        if rows.numel() == 0:
+            return
+        sq = self.sq.index_select(0, rows).mul_(self.beta).addcmul_(grad, grad, value=1.0 - self.beta)
+        self.sq.index_copy_(0, rows, sq)
+        update = grad / sq.sqrt_().add_(self.eps)
+        param.index_add_(0, rows, update, alpha=-lr)
+
+    def step_dense_(self, param: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+        """Update every row of `param` (n_rows, C) in place from a dense `grad` (n_rows, C); rows whose
+        gradient is exactly zero keep their value and state (as in `step_`)."""
+        assert grad.shape == param.shape == self.sq.shape, "dense grad must match the parameter table"
+        touched = (grad != 0).any(-1, keepdim=True)
+        new_sq = torch.where(touched, self.sq * self.beta + (1.0 - self.beta) * grad * grad, self.sq)
+        self.sq = new_sq
+        param.addcdiv_(grad, new_sq.sqrt().add_(self.eps), value=-lr)

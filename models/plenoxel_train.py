@@ -1,0 +1,191 @@
+"""Fitting maths of the Plenoxel grid: the differentiable render over compact parameter rows, TV
+regularisation over a random voxel subset, initial grids and coarse-to-fine resampling with pruning.
+
+The differentiable render never builds a gradient the size of the grid: it gathers the rows a batch touches
+into small leaf tensors (`compact_rows`), so backward and the optimiser step cost O(rows touched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from perfdata.models import sampling, sh, volrend
+from perfdata.models.plenoxel import Accel, PlenoxelGrid, lookup, march
+
+
+@dataclass
+class TrainRender:
+    """Outputs of `render_train` (n_rays rays) and the leaves whose `.grad` the optimiser reads.
+
+    Attributes:
+        rgb: (n_rays, 3). depth: (n_rays,) z-depth (world units). opacity: (n_rays,).
+        density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows).
+        sh_rows: (m, ) grid rows behind `sh_leaf` (m, 27).
+        n_samples: samples in occupied cells. n_alive: those in front of the surface (composited).
+        n_colour: samples whose colour was evaluated.
+        colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights.
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    opacity: torch.Tensor
+    density_leaf: torch.Tensor
+    sh_rows: torch.Tensor
+    sh_leaf: torch.Tensor
+    n_samples: int
+    n_alive: int
+    n_colour: int
+    colour_ids: torch.Tensor
+    colour_weights: torch.Tensor
+
+
+def render_train(
+    grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
+    background: torch.Tensor, offset: torch.Tensor | float = 0.5, weight_thresh: float = 1e-4,
+    trans_thresh: float = 0.0,
+) -> TrainRender:
+    """Differentiable render of cube rays (origins (n_rays, 3), unit dirs (n_rays, 3), z_scale (n_rays,));
+    background (3,) may require grad (a learned colour).
+
+    Passes over the packed samples: with `trans_thresh` > 0, densities without grad first, to drop samples
+    behind an opaque surface (transmittance below it: early ray termination -- on lego it dropped only ~10%
+    of samples, less than it cost, hence off by default); densities with grad; SH colour only where the
+    weight exceeds `weight_thresh`. The density gradient is dense over the grid's rows
+    (cheap: one float each); the SH gradient covers only the rows the colour samples touch.
+    """
+    n_rays = origins.shape[0]
+    ray_idx, t, u = march(accel, origins, dirs, offset)
+    ids, w = lookup(accel, u)
+    safe_ids = ids.clamp_min(0)
+    if trans_thresh > 0:
+        with torch.no_grad():
+            sigma0 = sampling.trilinear_gather(grid.density, safe_ids, w).squeeze(-1).clamp_min(0.0)
+            _, trans0 = volrend.render_weights_packed(sigma0, accel.step_cube, ray_idx, n_rays)
+            alive = torch.nonzero(trans0 > trans_thresh).squeeze(-1)
+        ray_idx, t, ids, safe_ids, w = ray_idx[alive], t[alive], ids[alive], safe_ids[alive], w[alive]
+    d_leaf = grid.density.detach().requires_grad_(True)
+    sigma = torch.relu(sampling.trilinear_gather(d_leaf, safe_ids, w).squeeze(-1))
+    weights, _ = volrend.render_weights_packed(sigma, accel.step_cube, ray_idx, n_rays)
+    opacity = volrend.accumulate_opacity(weights, ray_idx, n_rays)
+    depth = volrend.composite_packed(weights, t, ray_idx, n_rays) * z_scale
+    sel = torch.nonzero(weights.detach() > weight_thresh).squeeze(-1)
+    rays_sel = ray_idx[sel]
+    s_rows, s_local = sampling.compact_rows(ids[sel], grid.n_voxels)
+    s_leaf = grid.sh.index_select(0, s_rows).requires_grad_(True)
+    coeffs = sampling.trilinear_gather(s_leaf, s_local, w[sel])
+    colour = sh.sh_to_rgb(coeffs, sh.eval_sh_basis(dirs)[rays_sel])
+    rgb = volrend.composite_packed(weights[sel], colour, rays_sel, n_rays)
+    rgb = volrend.add_background(rgb, opacity, background)
+    return TrainRender(rgb, depth, opacity, d_leaf, s_rows, s_leaf, int(u.shape[0]), int(t.numel()), int(sel.numel()),
+                       ids[sel], weights.detach()[sel])
+
+
+def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
+    """max_weight (n,) <- max(max_weight, the largest compositing weight (m,) of a sample next to each row);
+    ids (m, 8) are the samples' corner rows (-1 empty). Used to prune voxels no ray ever relied on."""
+    flat = ids.reshape(-1)
+    vals = weights[:, None].expand(-1, 8).reshape(-1)
+    keep = flat >= 0
+    max_weight.scatter_reduce_(0, flat[keep], vals[keep], reduce="amax")
+
+
+def voxel_coords(grid: PlenoxelGrid) -> torch.Tensor:
+    """(n, 3) int64 voxel index of every row (inverse of `links`)."""
+    coords = torch.nonzero(grid.links >= 0)
+    out = torch.empty((grid.n_voxels, 3), dtype=torch.long, device=grid.device)
+    out[grid.links[coords[:, 0], coords[:, 1], coords[:, 2]].long()] = coords
+    return out
+
+
+def tv_grads(
+    values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of weight * mean_{r in rows} sum_{axis} |v[r + e_axis] - v[r]|^2 (squared-difference TV,
+    neighbours that are outside or not allocated skipped).
+
+    Args:
+        values: (n, C) parameter table. links: (X, Y, Z) int32. coords: (n, 3) int64 voxel of each row.
+        rows: (k,) int64 sampled rows. weight: the loss weight.
+    Returns:
+        sparse gradient: rows (k',) with repeats, grad (k', C).
+    """
+    out_rows, out_grads = [], []
+    c = coords[rows]
+    for axis in range(3):
+        nb = c.clone()
+        nb[:, axis] += 1
+        inside = nb[:, axis] < links.shape[axis]
+        nb_ids = torch.full_like(rows, -1)
+        nb_ids[inside] = links[nb[inside, 0], nb[inside, 1], nb[inside, 2]].long()
+        ok = nb_ids >= 0
+        a, b = rows[ok], nb_ids[ok]
+        g = (2.0 * weight / max(rows.numel(), 1)) * (values[b] - values[a])
+        out_rows += [a, b]
+        out_grads += [-g, g]
+    return torch.cat(out_rows), torch.cat(out_grads)
+
+
+def make_grid(
+    mask: torch.Tensor, density: float, world_from_grid: np.ndarray, background: torch.Tensor | None = None
+) -> PlenoxelGrid:
+    """A grid allocating the voxels where `mask` (X, Y, Z) bool is set, with constant density and zero SH
+    (grey 0.5)."""
+    links = torch.full(mask.shape, -1, dtype=torch.int32, device=mask.device)
+    n = int(mask.sum())
+    links[mask] = torch.arange(n, dtype=torch.int32, device=mask.device)
+    return PlenoxelGrid(
+        links=links,
+        density=torch.full((n, 1), density, dtype=torch.float32, device=mask.device),
+        sh=torch.zeros((n, 27), dtype=torch.float32, device=mask.device),
+        world_from_grid=np.asarray(world_from_grid, dtype=np.float64),
+        background=background,
+    )
+
+
+def points_mask(points_cube: torch.Tensor, reso: int, dilate: int) -> torch.Tensor:
+    """(R, R, R) bool: voxels holding a point of points_cube (n, 3) (cube coordinates), dilated by `dilate`."""
+    idx = torch.floor((points_cube + 1.0) * 0.5 * reso).long()
+    idx = idx[((idx >= 0) & (idx < reso)).all(-1)]
+    mask = torch.zeros((reso, reso, reso), dtype=torch.float32, device=points_cube.device)
+    mask[idx[:, 0], idx[:, 1], idx[:, 2]] = 1.0
+    if dilate > 0:
+        k = 2 * dilate + 1
+        mask = torch.nn.functional.max_pool3d(mask[None, None], k, stride=1, padding=dilate)[0, 0]
+    return mask > 0
+
+
+@torch.no_grad()
+def resample(grid: PlenoxelGrid, reso: int, keep: torch.Tensor, dilate: int = 1, chunk: int = 131072) -> PlenoxelGrid:
+    """The field on a new cubic resolution, allocated only around the rows in `keep` (n,) bool.
+
+    New voxels whose nearest old voxel is kept, dilated by `dilate` new voxels, are allocated; their values are
+    the old field trilinearly interpolated at the new centres.
+    """
+    assert keep.shape == (grid.n_voxels,), f"keep must be ({grid.n_voxels},), got {tuple(keep.shape)}"
+    old = grid.reso
+    vol = torch.zeros(old, dtype=torch.float32, device=grid.device)
+    mask = grid.links >= 0
+    vol[mask] = keep[grid.links[mask].long()].float()
+    near = [
+        torch.clamp(((2 * torch.arange(reso, device=grid.device) + 1) * r) // (2 * reso), max=r - 1) for r in old
+    ]
+    alloc = vol[near[0]][:, near[1]][:, :, near[2]]
+    if dilate > 0:
+        alloc = torch.nn.functional.max_pool3d(alloc[None, None], 2 * dilate + 1, 1, dilate)[0, 0]
+    alloc = alloc > 0
+    new = make_grid(alloc, 0.0, grid.world_from_grid, grid.background)
+    coords = torch.nonzero(alloc)
+    links_pad = sampling.pad_links(grid.links)
+    res_old = torch.tensor(old, dtype=torch.float32, device=grid.device)
+    for start in range(0, coords.shape[0], chunk):
+        c = coords[start : start + chunk]
+        centres = (2.0 * c.float() + 1.0) / reso - 1.0
+        flat, w = sampling.trilinear_corners(sampling.cube_to_index(centres, res_old), old)
+        ids = links_pad[flat]
+        w = w * (ids >= 0).float()
+        rows = new.links[c[:, 0], c[:, 1], c[:, 2]].long()
+        new.density[rows] = sampling.trilinear_gather(grid.density, ids.clamp_min(0), w)
+        new.sh[rows] = sampling.trilinear_gather(grid.sh, ids.clamp_min(0), w)
+    return new

@@ -1,0 +1,75 @@
+"""`perfdata render`: novel views (rgb, depth, mask, background, labels) of a store's scenes, to files or shards."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from perfdata.commands.common import print_table
+
+
+@click.command()
+@click.option("--store", required=True, help="Dataset store (zarr path or fsspec URL), or a folder of fits.")
+@click.option("--out", type=click.Path(), help="Render folder: <scene_id>/ with per-view files (see docs).")
+@click.option("--shards", "shards_dir", type=click.Path(), help="Write WebDataset shards here instead.")
+@click.option("--scenes", "scene_ids", multiple=True, help="Scene ids (repeatable; default all).")
+@click.option("--views", type=int, default=50, show_default=True, help="Views per scene.")
+@click.option("--size", type=int, default=300, show_default=True, help="Longer image side in pixels.")
+@click.option("--poses", type=click.Choice(["interpolate", "orbit", "train"]), default="interpolate",
+              show_default=True, help="Interpolations of nearby training cameras, an orbit, or the training cameras.")
+@click.option("--what", default="rgb,depth,mask,bg,label", show_default=True, help="Outputs, comma-separated.")
+@click.option("--depth-format", type=click.Choice(["png", "npy", "both"]), default="png", show_default=True)
+@click.option("--min-psnr", type=float, help="Skip (and list) scenes whose fit PSNR is below this.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--memory-budget", type=float, default=4096.0, show_default=True, help="MB one view may use.")
+@click.option("--maxcount", type=int, default=1000, show_default=True, help="With --shards: samples per shard.")
+@click.option("--maxsize", type=int, default=1 << 30, show_default=True, help="With --shards: bytes per shard.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="With --shards: val scenes.")
+@click.option("--dry-run", is_flag=True, help="List the scenes that would be rendered.")
+def render(store: str, out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
+           poses: str, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
+           memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, dry_run: bool) -> None:
+    """Render a store's scenes; completed scenes are kept on a rerun. Exits 1 if any scene failed."""
+    from perfdata.errors import ConfigError
+    from perfdata.pipelines.pack import PackConfig
+    from perfdata.pipelines.render import RenderConfig, render_store
+
+    if (out is None) == (shards_dir is None):
+        raise ConfigError("give exactly one of --out DIR and --shards DIR")
+    cfg = RenderConfig(
+        scenes=scene_ids, n_views=views, size=size, poses=poses, what=tuple(w for w in what.split(",") if w),
+        depth_format=depth_format, min_psnr=min_psnr, seed=seed, device=device, memory_budget_mb=memory_budget,
+        shards=shards_dir is not None, dry_run=dry_run,
+        pack=PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed),
+    )
+    with _progress() as report:
+        result = render_store(store, out or shards_dir, cfg, report)
+    rows = [(s, "rendered" if not dry_run else "planned", "") for s in result.rendered]
+    rows += [(s, "kept (done)", "") for s in result.kept]
+    rows += [(s, "skipped", why) for s, why in result.skipped] + [(s, "failed", e) for s, e in result.failed]
+    title = f"render -> {out or shards_dir}: {result.n_views} views in {result.seconds:.1f} s"
+    if result.shards:
+        title += f", {len(result.shards)} shards"
+    print_table(title, rows, header=("scene", "status", "note"))
+    if result.failed:
+        sys.exit(1)
+
+
+class _progress:
+    """A rich progress bar fed with (scene_id, views done, views in scene)."""
+
+    def __enter__(self):  # noqa: ANN204
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("render", total=None)
+        return self.update
+
+    def update(self, scene_id: str, done: int, total: int) -> None:
+        self.bar.update(self.task, description=f"{scene_id}", completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)

@@ -1,0 +1,172 @@
+"""Configuration and results of `perfdata fit` (frozen dataclasses; a config round-trips through JSON)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfdata.errors import ConfigError
+
+METHODS = ("plenoxel", "semantic", "generalizable")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to fit one scene. Defaults are tuned on lego 100x100 on a 2-core CPU (see benchmarks/fit.py)."""
+
+    method: str = "plenoxel"
+    """Field to fit: plenoxel (semantic and generalizable are not implemented yet)."""
+    resolution: tuple[int, ...] = ()
+    """Grid resolution per coarse-to-fine stage, e.g. (64, 128): fit at 64^3, then upsample to 128^3. Empty:
+    from the image size, (R/2, R) with R the power of two >= the larger image side, clamped to [64, 256]."""
+    upsample_at: tuple[float, ...] = (0.4,)
+    """Progress fraction (of steps or of max_seconds, whichever runs out first) at which each upsample happens."""
+    steps: int = 20000
+    """Maximum optimisation steps."""
+    max_seconds: float | None = None
+    """Wall-clock budget of the optimisation (evaluation excluded); the fit then evaluates and saves."""
+    batch_rays: int = 4096
+    """Random training rays per step, drawn from all training pixels."""
+    step_size: float = 0.5
+    """Sample spacing along rays, in voxels of the current resolution."""
+    density_init: float = 0.1
+    """Initial raw density (per cube unit) of allocated voxels."""
+    lr_density: float = 3.0
+    """RMSProp learning rate of density at the start (decays exponentially to lr_density_final)."""
+    lr_density_final: float = 0.3
+    """RMSProp learning rate of density at the end."""
+    lr_sh: float = 1e-2
+    """RMSProp learning rate of SH coefficients at the start."""
+    lr_sh_final: float = 1e-3
+    """RMSProp learning rate of SH coefficients at the end."""
+    rmsprop_beta: float = 0.95
+    """RMSProp decay of the squared-gradient average."""
+    tv_density: float = 1e-5
+    """Weight of squared-difference TV on density."""
+    tv_sh: float = 1e-3
+    """Weight of squared-difference TV on SH coefficients."""
+    tv_fraction: float = 0.01
+    """Fraction of allocated voxels that TV visits per step (a fresh random subset each step)."""
+    weight_thresh: float = 1e-4
+    """SH colour is evaluated only at samples whose compositing weight exceeds this."""
+    occupancy_every: int = 16
+    """Steps between rebuilds of the occupancy used for empty-space skipping."""
+    prune_alpha: float = 0.03
+    """At an upsample, a voxel is kept only if its opacity over one voxel length, 1 - exp(-sigma * voxel), is
+    above this; the kept voxels, dilated by one voxel of the new grid, are allocated there."""
+    prune_weight: float = 0.0
+    """If > 0, a kept voxel must also have had a sample next to it with a compositing weight above this since
+    the last resolution change (drops occluded interiors; on lego it kept more floaters than it dropped)."""
+    max_voxels: int = 6_000_000
+    """At an upsample, keep at most about this many voxels (the most opaque), bounding memory and step time."""
+    depth_weight: float = 0.05
+    """Weight of the L1 z-depth loss (normalised by the scene's median depth) on rays with known depth."""
+    init_from_depth: bool = True
+    """With depth: allocate only voxels near back-projected depth points (free space starts empty)."""
+    background: str = "auto"
+    """auto (the scene's, learned when unknown), white, black or learned (a constant colour)."""
+    downscale: float = 1.0
+    """Images are resized by 1/downscale before fitting."""
+    holdout_every: int = 8
+    """Frame i is held out when i % holdout_every == 0 (0: keep the reader's split)."""
+    min_train_frames: int = 3
+    """Fewer training frames than this is a FitError."""
+    eval_at_seconds: tuple[float, ...] = ()
+    """Also evaluate held-out PSNR when the optimisation time passes these marks (for quality-vs-time curves)."""
+    eval_max_views: int | None = None
+    """Evaluate on at most this many held-out views (evenly spaced; None: all)."""
+    seed: int = 0
+    """Seed of ray batches and TV subsets."""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if any(r < 2 for r in self.resolution):
+            raise ConfigError(f"resolution must be sizes >= 2, got {self.resolution}")
+        if len(self.upsample_at) < len(self.resolution) - 1:
+            raise ConfigError(f"upsample_at needs {len(self.resolution) - 1} fractions for resolution {self.resolution}")
+        if self.background not in ("auto", "white", "black", "learned"):
+            raise ConfigError(f"background must be auto, white, black or learned, got {self.background!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.downscale <= 0 or self.batch_rays <= 0 or self.steps <= 0 or self.step_size <= 0:
+            raise ConfigError("downscale, batch_rays, steps and step_size must be positive")
+
+    def resolved_resolution(self, image_size: int) -> tuple[int, ...]:
+        """`resolution`, or the automatic choice for images whose larger side is `image_size`."""
+        if self.resolution:
+            return self.resolution
+        final = min(max(1 << max(int(image_size) - 1, 1).bit_length(), 64), 256)
+        return (final // 2, final)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> FitConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown FitConfig field(s) {', '.join(unknown)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**fixed)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> FitConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read JSON config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a JSON object of FitConfig fields")
+        return cls.from_dict(data, str(path))
+
+
+@dataclass(frozen=True)
+class FitProgress:
+    """What the progress callback receives every few steps."""
+
+    step: int
+    """Optimisation steps done."""
+    seconds: float
+    """Optimisation seconds so far (evaluation excluded)."""
+    loss: float
+    """Total loss of the last step."""
+    psnr: float
+    """PSNR of the last batch."""
+    rays_per_second: float
+    """Training rays per second since the start."""
+    resolution: int
+    """Current grid resolution."""
+    n_voxels: int
+    """Allocated voxels."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted scene."""
+
+    grid: Any
+    """The field as a `perfdata.grid.SparseGrid`."""
+    metrics: dict[str, float]
+    """Held-out psnr, ssim and (with depth truth) depth_abs_rel."""
+    curve: tuple[tuple[float, float], ...] = ()
+    """(optimisation seconds, held-out PSNR) at the `eval_at_seconds` marks."""
+    steps: int = 0
+    """Optimisation steps done."""
+    train_seconds: float = 0.0
+    """Optimisation seconds (evaluation excluded)."""
+    device: str = "cpu"
+    """Device the fit ran on."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """Throughput: rays_per_second, samples_per_second, colour_samples_per_second."""
+    config: FitConfig | None = None
+    """The config as run (automatic choices such as the resolution filled in)."""

@@ -1,0 +1,285 @@
+"""The Plenoxel optimisation loop: rays from a Scene, coarse-to-fine training with sparse RMSProp, TV and
+optional depth supervision, and held-out evaluation. Used by `pipelines.fit.fit_scene`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from perfdata.models import metrics, plenoxel, plenoxel_train
+from perfdata.models.optim import SparseRMSProp, merge_sparse
+from perfdata.models.plenoxel import PlenoxelGrid
+from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
+
+from perfdata import camera, images
+from perfdata.errors import FitError, InputError
+from perfdata.scene import Frame, Scene, resize
+
+
+@dataclass(frozen=True)
+class RaySet:
+    """Training rays in the cube frame: origins (n, 3), unit dirs (n, 3), z_scale (n,), rgb (n, 3),
+    depth (n,) z-depth with 0 = unknown, or None."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    z_scale: torch.Tensor
+    rgb: torch.Tensor
+    depth: torch.Tensor | None
+
+
+def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torch.device) -> RaySet:
+    """Every pixel of `frames` as a cube ray with its colour (and depth when every frame has it)."""
+    parts: dict[str, list[torch.Tensor]] = {"o": [], "d": [], "rgb": [], "depth": []}
+    with_depth = all(f.depth is not None for f in frames)
+    for f in frames:
+        o, d = camera.image_rays(f.K, f.c2w, f.width, f.height)
+        parts["o"].append(torch.from_numpy(o))
+        parts["d"].append(torch.from_numpy(d))
+        parts["rgb"].append(torch.from_numpy(np.ascontiguousarray(f.load_image().reshape(-1, 3))))
+        if with_depth:
+            parts["depth"].append(torch.from_numpy(f.load_depth().reshape(-1)))  # type: ignore[union-attr]
+    o, d, zs = plenoxel.rays_to_cube(grid_from_world, torch.cat(parts["o"]), torch.cat(parts["d"]))
+    return RaySet(
+        origins=o.float().to(device), dirs=d.float().to(device), z_scale=zs.float().to(device),
+        rgb=torch.cat(parts["rgb"]).float().to(device),
+        depth=torch.cat(parts["depth"]).float().to(device) if with_depth else None,
+    )
+
+
+def composited_image(frame: Frame, background: float | None, size: tuple[int, int]) -> np.ndarray:
+    """float32 (h, w, 3) colour of `frame` resized to size (h, w); an RGBA file is composited over the
+    constant `background` with its soft alpha first (Frame.load_image drops alpha)."""
+    if isinstance(frame.image, (str, Path)) and background is not None:
+        rgb, alpha = images.read_rgba(frame.image)
+        if alpha is not None:
+            if rgb.shape[:2] != (frame.height, frame.width):
+                raise InputError(frame.image, f"image is {rgb.shape[1]}x{rgb.shape[0]} but the intrinsics are for "
+                                 f"{frame.width}x{frame.height}")
+            rgb = rgb * alpha[..., None] + background * (1.0 - alpha[..., None])
+            return resize(rgb, size, "area").astype(np.float32)
+    return resize(frame.load_image(), size, "area").astype(np.float32)
+
+
+def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
+    """The scene as fitted: held-out split, downscaled frames, colour composited over a known background."""
+    if cfg.holdout_every > 0:
+        scene = scene.with_holdout(cfg.holdout_every)
+    choice = cfg.background if cfg.background != "auto" else scene.background
+    bg = {"white": 1.0, "black": 0.0}.get(choice or "")
+    frames = []
+    for f in scene.frames:
+        small = f.downscaled(cfg.downscale)
+        image = functools.partial(composited_image, f, bg, (small.height, small.width))
+        frames.append(dataclasses.replace(small, image=image))
+    return dataclasses.replace(scene, frames=tuple(frames))
+
+
+def resolve_background(scene: Scene, cfg: FitConfig, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """(3,) starting background colour and whether it is learned."""
+    choice = cfg.background if cfg.background != "auto" else (scene.background or "learned")
+    value = {"white": 1.0, "black": 0.0}.get(choice, 0.5)
+    return torch.full((3,), value, device=device), choice == "learned"
+
+
+def initial_grid(scene: Scene, cfg: FitConfig, rays: RaySet, background: torch.Tensor) -> PlenoxelGrid:
+    """All voxels of the first resolution, or with depth (and init_from_depth) those near the surface."""
+    reso = cfg.resolution[0]
+    mask = torch.ones((reso, reso, reso), dtype=torch.bool, device=rays.origins.device)
+    if rays.depth is not None and cfg.init_from_depth:
+        known = rays.depth > 0
+        if bool(known.any()):
+            pts = rays.origins[known] + rays.dirs[known] * (rays.depth[known] / rays.z_scale[known])[:, None]
+            mask = plenoxel_train.points_mask(pts, reso, dilate=max(1, reso // 64))
+    return plenoxel_train.make_grid(mask, cfg.density_init, scene.world_from_grid, background)
+
+
+@torch.no_grad()
+def evaluate(grid: PlenoxelGrid, frames: Sequence[Frame], step: float, max_views: int | None = None) -> dict[str, float]:
+    """Held-out metrics: mean per-view psnr and ssim; depth_abs_rel over all pixels with known depth, of the
+    rendered z-depth divided by the opacity (the expected depth of what the ray hit)."""
+    if max_views is not None and len(frames) > max_views:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_views).round().astype(int)]
+    accel = plenoxel.build_accel(grid, step)
+    psnrs, ssims, err, n_depth = [], [], 0.0, 0
+    for f in frames:
+        out = plenoxel.render_camera(grid, f.K, f.c2w, f.width, f.height, step, accel=accel)
+        target = torch.from_numpy(f.load_image()).to(grid.device)
+        pred = out["rgb"].clamp(0, 1)
+        psnrs.append(metrics.psnr(pred, target))
+        ssims.append(metrics.ssim(pred, target))
+        depth = f.load_depth()
+        if depth is not None:
+            gt = torch.from_numpy(depth).to(grid.device)
+            valid = gt > 0
+            pred = out["depth"] / out["opacity"].clamp_min(1e-6)  # depth of the surface seen, not mixed with 0
+            err += float(((pred[valid] - gt[valid]).abs() / gt[valid]).sum())
+            n_depth += int(valid.sum())
+    result = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_views": len(frames)}
+    if n_depth:
+        result["depth_abs_rel"] = err / n_depth
+    return result
+
+
+class Clock:
+    """Optimisation time: wall time minus the time spent in `paused()` blocks (evaluation, callbacks)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.excluded = 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.excluded
+
+    def exclude(self, seconds: float) -> None:
+        self.excluded += seconds
+
+
+def progress_fraction(cfg: FitConfig, step: int, seconds: float) -> float:
+    frac = step / cfg.steps
+    if cfg.max_seconds is not None:
+        frac = max(frac, seconds / cfg.max_seconds)
+    return min(frac, 1.0)
+
+
+def decayed(lr0: float, lr1: float, frac: float) -> float:
+    return lr0 * (lr1 / lr0) ** frac
+
+
+class Trainer:
+    """State of one fit: grid, optimisers, generator; `step()` runs one batch."""
+
+    def __init__(self, scene: Scene, cfg: FitConfig, rays: RaySet, device: torch.device) -> None:
+        self.cfg, self.rays, self.device = cfg, rays, device
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        bg, self.learn_bg = resolve_background(scene, cfg, device)
+        self.bg = bg.clone().requires_grad_(self.learn_bg)
+        self.bg_opt = torch.optim.Adam([self.bg], lr=1e-2) if self.learn_bg else None
+        self.stage = 0
+        self.set_grid(initial_grid(scene, cfg, rays, bg))
+        known = rays.depth[rays.depth > 0] if rays.depth is not None else None
+        self.depth_norm = float(known.median()) if known is not None and known.numel() else 1.0
+        self.n_rays = self.n_samples = self.n_alive = self.n_colour = 0
+
+    def set_grid(self, grid: PlenoxelGrid) -> None:
+        self.grid = grid
+        self.opt_d = SparseRMSProp(grid.n_voxels, 1, self.cfg.rmsprop_beta, device=self.device)
+        self.opt_s = SparseRMSProp(grid.n_voxels, 27, self.cfg.rmsprop_beta, device=self.device)
+        self.coords = plenoxel_train.voxel_coords(grid)
+        self.accel = plenoxel.build_accel(grid, self.cfg.step_size)
+        self.max_weight = torch.zeros(grid.n_voxels, device=self.device)
+
+    def maybe_upsample(self, frac: float) -> None:
+        cfg = self.cfg
+        if self.stage + 1 < len(cfg.resolution) and frac >= cfg.upsample_at[self.stage]:
+            self.stage += 1
+            voxel_alpha = 1.0 - torch.exp(-self.grid.density[:, 0].clamp_min(0) * 2.0 / self.grid.reso[0])
+            if cfg.prune_weight > 0:
+                voxel_alpha = voxel_alpha * (self.max_weight > cfg.prune_weight)
+            keep = voxel_alpha > cfg.prune_alpha
+            n_max = max(1, cfg.max_voxels // 16)  # x8 for the finer grid, ~x2 for the dilation
+            if int(keep.sum()) > n_max:  # a barely trained grid: keep only its most opaque voxels
+                keep = voxel_alpha >= torch.topk(voxel_alpha, n_max).values[-1]
+            grid = plenoxel_train.resample(self.grid, cfg.resolution[self.stage], keep)
+            self.set_grid(grid)
+
+    def step(self, it: int, frac: float) -> tuple[float, float]:
+        """One batch; returns (loss, batch psnr)."""
+        cfg, rays = self.cfg, self.rays
+        if it % cfg.occupancy_every == 0:
+            self.accel = plenoxel.build_accel(self.grid, cfg.step_size)
+        idx = torch.randint(rays.origins.shape[0], (cfg.batch_rays,), generator=self.gen, device=self.device)
+        offset = torch.rand(cfg.batch_rays, generator=self.gen, device=self.device)
+        bg = self.bg.clamp(0, 1) if self.learn_bg else self.bg
+        out = plenoxel_train.render_train(
+            self.grid, self.accel, rays.origins[idx], rays.dirs[idx], rays.z_scale[idx], bg, offset, cfg.weight_thresh
+        )
+        mse = torch.mean((out.rgb - rays.rgb[idx]) ** 2)
+        loss = mse
+        if rays.depth is not None and cfg.depth_weight > 0:
+            target = rays.depth[idx]
+            known = target > 0
+            if bool(known.any()):
+                loss = loss + cfg.depth_weight * ((out.depth - target).abs()[known]).mean() / self.depth_norm
+        loss.backward()
+        self.apply_grads(out, frac)
+        if cfg.prune_weight > 0:
+            plenoxel_train.update_max_weight_(self.max_weight, out.colour_ids, out.colour_weights)
+        self.n_rays += cfg.batch_rays
+        self.n_samples += out.n_samples
+        self.n_alive += out.n_alive
+        self.n_colour += out.n_colour
+        return float(loss.detach()), -10.0 * math.log10(max(float(mse.detach()), 1e-10))
+
+    def apply_grads(self, out: plenoxel_train.TrainRender, frac: float) -> None:
+        cfg, grid = self.cfg, self.grid
+        n_tv = max(1, int(cfg.tv_fraction * grid.n_voxels))
+        tv_rows = torch.randint(grid.n_voxels, (n_tv,), generator=self.gen, device=self.device)
+        parts_s = [(out.sh_rows, _grad(out.sh_leaf))]
+        grad_d = _grad(out.density_leaf)
+        if cfg.tv_density > 0:
+            rows, g = plenoxel_train.tv_grads(grid.density, grid.links, self.coords, tv_rows, cfg.tv_density)
+            grad_d.index_add_(0, rows, g)
+        if cfg.tv_sh > 0:
+            parts_s.append(plenoxel_train.tv_grads(grid.sh, grid.links, self.coords, tv_rows, cfg.tv_sh))
+        self.opt_d.step_dense_(grid.density, grad_d, decayed(cfg.lr_density, cfg.lr_density_final, frac))
+        rows, g = merge_sparse(parts_s, grid.n_voxels)
+        self.opt_s.step_(grid.sh, rows, g, decayed(cfg.lr_sh, cfg.lr_sh_final, frac))
+        if self.bg_opt is not None:
+            self.bg_opt.step()
+            self.bg_opt.zero_grad()
+
+    def final_grid(self) -> PlenoxelGrid:
+        """The grid with the background used (or learned) so far."""
+        self.grid.background = self.bg.detach().clamp(0, 1).clone()
+        return self.grid
+
+
+def _grad(leaf: torch.Tensor) -> torch.Tensor:
+    return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+
+
+def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
+                 callback: Callable[[FitProgress], None] | None = None) -> FitResult:
+    """Fit a Plenoxel grid to `scene`'s training frames and evaluate it on its held-out frames."""
+    rays = load_rays(scene.train_frames, np.linalg.inv(scene.world_from_grid), device)
+    if float(rays.rgb.max()) < 1e-3:
+        raise FitError(f"scene {scene.scene_id}: every training image is black")
+    trainer = Trainer(scene, cfg, rays, device)
+    clock, curve, marks = Clock(), [], list(cfg.eval_at_seconds)
+    it, loss = 0, 0.0
+    while it < cfg.steps:
+        frac = progress_fraction(cfg, it, clock.seconds())
+        if frac >= 1.0:
+            break
+        trainer.maybe_upsample(frac)
+        loss, batch_psnr = trainer.step(it, frac)
+        it += 1
+        if not math.isfinite(loss) or (it % 10 == 0 and not bool(torch.isfinite(trainer.grid.density).all())):
+            raise FitError(f"scene {scene.scene_id}: training diverged (non-finite loss or density) at step {it}")
+        paused, secs = time.perf_counter(), clock.seconds()
+        while marks and secs >= marks[0] and scene.heldout_frames:
+            grid = trainer.final_grid()
+            curve.append((marks.pop(0), evaluate(grid, scene.heldout_frames, cfg.step_size, cfg.eval_max_views)["psnr"]))
+        if callback is not None and (it % 10 == 0 or it == 1):
+            callback(FitProgress(it, secs, loss, batch_psnr, trainer.n_rays / max(secs, 1e-9),
+                                 trainer.grid.reso[0], trainer.grid.n_voxels))
+        clock.exclude(time.perf_counter() - paused)
+    train_seconds = clock.seconds()
+    grid = trainer.final_grid()
+    held = scene.heldout_frames
+    result = evaluate(grid, held, cfg.step_size, cfg.eval_max_views) if held else {}
+    stats = {
+        "rays_per_second": trainer.n_rays / max(train_seconds, 1e-9),
+        "samples_per_second": trainer.n_samples / max(train_seconds, 1e-9),
+        "alive_samples_per_second": trainer.n_alive / max(train_seconds, 1e-9),
+        "colour_samples_per_second": trainer.n_colour / max(train_seconds, 1e-9),
+    }
+    return FitResult(grid.to_sparse(), result, tuple(curve), it, train_seconds, str(device), stats, cfg)

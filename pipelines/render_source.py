@@ -1,0 +1,156 @@
+"""Where render reads fitted scenes from: a small `GridSource` interface with three implementations.
+
+- the zarr dataset store (`perfdata.store.open_store(url)`: its object already has `scene_ids`, `read_scene`
+  and `scene_attrs`), the normal source, so imported PeRFception data renders too;
+- `FitsSource`: a folder of fit outputs `<scene_id>/grid.npz` (+ `fit.json`), the interim source;
+- `MemorySource`: grids held in memory (tests, benchmarks).
+
+Scene attributes are read leniently into a `SceneInfo`: class_name; fit psnr from `metrics["psnr"]` (or a top-level
+`psnr`); world_from_grid; the training cameras from `cameras` or `extra["cameras"]` (a list of {K, c2w, width,
+height}, c2w metric world frame, OpenCV axes); label names from `label_names` or `extra["label_names"]`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from perfdata.pipelines.poses import Camera
+
+from perfdata.errors import ConfigError, InputError
+from perfdata.grid import SparseGrid
+
+
+class GridSource(Protocol):
+    """What render needs of a store of fitted scenes."""
+
+    @property
+    def scene_ids(self) -> Sequence[str]: ...
+
+    def read_scene(self, scene_id: str) -> SparseGrid: ...
+
+    def scene_attrs(self, scene_id: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """The facts render uses about one scene (see module docstring for where each comes from)."""
+
+    scene_id: str
+    class_name: str | None
+    psnr: float | None
+    world_from_grid: np.ndarray
+    cameras: tuple[Camera, ...]
+    label_names: tuple[str, ...] | None
+    class_id: int | None = None
+    """Index of class_name in the store's class list (`source.classes`), or the attrs' class_id."""
+
+
+def _as_dict(attrs: Any) -> dict[str, Any]:
+    if isinstance(attrs, Mapping):
+        return dict(attrs)
+    if hasattr(attrs, "to_json"):
+        return dict(attrs.to_json())
+    if is_dataclass(attrs) and not isinstance(attrs, type):
+        return asdict(attrs)
+    raise TypeError(f"scene attrs of type {type(attrs).__name__} are not understood")
+
+
+def scene_info(source: GridSource, scene_id: str) -> SceneInfo:
+    """Read one scene's `SceneInfo` from its attributes."""
+    attrs = _as_dict(source.scene_attrs(scene_id))
+    extra = attrs.get("extra") or {}
+    metrics = attrs.get("metrics") or {}
+    psnr = metrics.get("psnr", attrs.get("psnr"))
+    cams_json = attrs.get("cameras") or extra.get("cameras") or []
+    try:
+        cams = tuple(
+            Camera(np.asarray(c["K"], float), np.asarray(c["c2w"], float), int(c["width"]), int(c["height"]))
+            for c in cams_json
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(scene_id, f"malformed training cameras in the scene attributes ({exc})") from None
+    names = attrs.get("label_names") or extra.get("label_names")
+    class_name = attrs.get("class_name")
+    root = getattr(source, "root", None)  # perfdata.store.Store keeps the class list in its root attrs
+    classes = list(getattr(source, "classes", None) or getattr(root, "classes", None) or ())
+    class_id = attrs.get("class_id", extra.get("class_id"))
+    if class_name in classes:
+        class_id = classes.index(class_name)
+    return SceneInfo(
+        scene_id=scene_id,
+        class_name=class_name,
+        psnr=None if psnr is None else float(psnr),
+        world_from_grid=np.asarray(attrs["world_from_grid"], dtype=np.float64),
+        cameras=cams,
+        label_names=None if names is None else tuple(str(n) for n in names),
+        class_id=None if class_id is None else int(class_id),
+    )
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """Grids held in memory: `grids[id]` with attributes `attrs[id]` (a dict as described above)."""
+
+    grids: Mapping[str, SparseGrid]
+    attrs: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return sorted(self.grids)
+
+    def read_scene(self, scene_id: str) -> SparseGrid:
+        return self.grids[scene_id]
+
+    def scene_attrs(self, scene_id: str) -> dict[str, Any]:
+        return {"world_from_grid": self.grids[scene_id].world_from_grid.tolist(), **self.attrs.get(scene_id, {})}
+
+
+@dataclass(frozen=True)
+class FitsSource:
+    """A folder of fits: `<root>/<scene_id>/grid.npz` with an optional `fit.json` beside it."""
+
+    root: Path
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/grid.npz"))
+
+    def read_scene(self, scene_id: str) -> SparseGrid:
+        return SparseGrid.load(self.root / scene_id / "grid.npz")
+
+    def scene_attrs(self, scene_id: str) -> dict[str, Any]:
+        path = self.root / scene_id / "fit.json"
+        attrs: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                attrs = json.loads(path.read_text())
+            except ValueError as exc:
+                raise InputError(path, f"cannot read fit.json ({exc})") from None
+        if "world_from_grid" not in attrs:
+            attrs["world_from_grid"] = self.read_scene(scene_id).world_from_grid.tolist()
+        return attrs
+
+
+def open_source(path: str | Path) -> GridSource:
+    """A `GridSource` for `path`: a folder of fits (`*/grid.npz`) or, otherwise, a dataset store (local path or
+    fsspec URL). A path that is neither is an InputError naming it."""
+    p = Path(str(path))
+    if p.is_dir() and any(p.glob("*/grid.npz")):
+        return FitsSource(p)
+    if "://" not in str(path) and not p.exists():
+        raise InputError(path, "store not found")
+    try:
+        from perfdata.store import open_store
+    except ImportError:
+        raise ConfigError("the zarr dataset store is not available in this build (perfdata.store)") from None
+    try:
+        return open_store(str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # zarr / fsspec raise many types for things that are not stores
+        raise InputError(path, f"not a perfdata store ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,185 @@
+"""The writing loops of the render stage: per-scene folders (layout in `perfdata.pipelines.render`) or shards.
+Each scene's views are rendered, encoded and written one at a time; only contact-sheet tiles (a few) are kept."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from perfdata.pipelines.pack import (
+    CAMERAS_NAME,
+    DONE_NAME,
+    MEMBER_EXTS,
+    RENDER_FORMAT_VERSION,
+    build_sample,
+    class_index,
+    split_scenes,
+)
+from perfdata.pipelines.render_source import GridSource, SceneInfo
+from perfdata.pipelines.render_view import encode_view, prepare_fields, render_view
+
+from perfdata import contact
+from perfdata.atomic import atomic_dir, write_bytes, write_json
+from perfdata.errors import PerfdataError
+from perfdata.shards import ShardWriter, write_index
+
+if TYPE_CHECKING:
+    from perfdata.pipelines.render import Progress, RenderConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ContactTiles:
+    """Tiles of the first `limit` views of one size; a row per view."""
+
+    limit: int
+    n_classes: int
+    rows: list[list[np.ndarray]] = field(default_factory=list)
+
+    def add(self, outputs: dict[str, np.ndarray]) -> None:
+        if len(self.rows) >= self.limit or (self.rows and self.rows[0][0].shape != outputs["rgb"].shape):
+            return
+        row = [outputs["rgb"]]
+        if "depth" in outputs:
+            row.append(contact.colorize_depth(outputs["depth"]))
+        if "mask" in outputs:
+            row.append(np.repeat(outputs["mask"].astype(np.float32)[..., None], 3, axis=-1))
+        if "label" in outputs:
+            row.append(contact.colorize_labels(outputs["label"], self.n_classes))
+        if "bg" in outputs:
+            row.append(outputs["bg"])
+        self.rows.append(row)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def scene_views(
+    source: GridSource, info: SceneInfo, cfg: RenderConfig, tiles: ContactTiles | None
+) -> tuple[dict[str, Any], Iterator[tuple[dict[str, Any], dict[str, bytes]]]]:
+    """Read a scene and return its meta (cameras.json without views) and an iterator of (view meta, encoded
+    files) that renders one view per step."""
+    from perfdata.pipelines.render import rays_per_chunk, scene_cameras, scene_seed
+
+    cams, kind = scene_cameras(info, cfg)
+    grid = source.read_scene(info.scene_id)
+    what = tuple(w for w in cfg.what if w != "label" or grid.labels is not None or grid.logits is not None)
+    if "rgb" not in what:  # contact sheets and masks come from the colour render anyway
+        tiles = None
+    fields = prepare_fields(grid, info.label_names, cfg.background_labels, cfg.step,
+                            resolve_device(cfg.device), "bg" in what)
+    chunk = rays_per_chunk(grid.reso, cfg)
+    del grid
+    if tiles is not None:
+        tiles.n_classes = max(fields.n_classes, 1)
+    meta = scene_meta(info, cfg, kind, scene_seed(cfg.seed, info.scene_id), what)
+
+    def views() -> Iterator[tuple[dict[str, Any], dict[str, bytes]]]:
+        for i, cam in enumerate(cams):
+            outputs = render_view(fields, cam, what, cfg.step, chunk)
+            if tiles is not None:
+                tiles.add(outputs)
+            yield cam.to_json(f"{i:05d}"), encode_view(outputs, cfg.depth_format)
+
+    return meta, views()
+
+
+def scene_meta(info: SceneInfo, cfg: RenderConfig, kind: str, seed: int, what: tuple[str, ...]) -> dict[str, Any]:
+    members = [ext for ext in MEMBER_EXTS if ext.split(".")[0] in what]
+    if cfg.depth_format == "png":
+        members = [m for m in members if m != "depth.npy"]
+    elif cfg.depth_format == "npy":
+        members = [m for m in members if m != "depth.png"]
+    return {
+        "format_version": RENDER_FORMAT_VERSION, "scene_id": info.scene_id, "class_name": info.class_name,
+        "class_id": info.class_id, "world_from_grid": info.world_from_grid.tolist(), "psnr": info.psnr,
+        "poses": kind, "seed": seed, "size": cfg.size, "members": members, "views": [],
+    }
+
+
+def render_to_folders(
+    source: GridSource, infos: list[SceneInfo], out_dir: Path, cfg: RenderConfig, progress: Progress | None = None
+) -> dict:
+    """Per-scene folders; scenes with DONE are kept. Returns RenderResult fields."""
+    rendered, kept, failed, n_views = [], [], [], 0
+    for info in infos:
+        final = out_dir / info.scene_id
+        if (final / DONE_NAME).is_file():
+            kept.append(info.scene_id)
+            continue
+        for stale in out_dir.glob(f".{info.scene_id}.*.tmp"):  # left by a run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            n_views += write_scene_folder(source, info, final, cfg, progress)
+            rendered.append(info.scene_id)
+        except Exception as exc:  # a failed scene never stops the others (DESIGN.md section 7)
+            msg = str(exc) if isinstance(exc, PerfdataError) else f"{type(exc).__name__}: {exc}"
+            log.error("scene %s failed: %s", info.scene_id, msg)
+            failed.append((info.scene_id, msg))
+    return {"rendered": tuple(rendered), "kept": tuple(kept), "failed": tuple(failed), "n_views": n_views}
+
+
+def write_scene_folder(
+    source: GridSource, info: SceneInfo, final: Path, cfg: RenderConfig, progress: Progress | None = None
+) -> int:
+    """Render one scene into `final` (built under a temporary name, DONE last); returns the view count."""
+    tiles = ContactTiles(cfg.contact_views, 1)
+    views = []
+    meta, rendered = scene_views(source, info, cfg, tiles)
+    with atomic_dir(final) as tmp:
+        for view, files in rendered:
+            for ext, data in files.items():
+                write_bytes(tmp / f"{view['name']}.{ext}", data)
+            views.append(view)
+            if progress is not None:
+                progress(info.scene_id, len(views), cfg.n_views)
+        write_json(tmp / CAMERAS_NAME, {**meta, "views": views})
+        if tiles.rows:
+            contact.write_contact_sheet(tmp / "contact.png", tiles.rows)
+        (tmp / DONE_NAME).write_text("")
+    return len(views)
+
+
+def render_to_shards(
+    source: GridSource, infos: list[SceneInfo], out_dir: Path, cfg: RenderConfig, progress: Progress | None = None
+) -> dict:
+    """Shards straight from the renders (same samples and order as render-then-pack); contact sheets go to
+    `out_dir/contact/<scene_id>.png`. A failure removes every shard of the run."""
+    classes = sorted({i.class_name for i in infos if i.class_name is not None})
+    splits = split_scenes([i.scene_id for i in infos], cfg.pack.val_fraction, cfg.pack.seed)
+    split_of = {sid: name for name, ids in splits.items() for sid in ids}
+    writers = {name: ShardWriter(out_dir, name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
+    n_views = 0
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for info in infos:
+            tiles = ContactTiles(cfg.contact_views, 1)
+            cid = class_index(classes, info.class_name)
+            meta, rendered = scene_views(source, info, cfg, tiles)
+            for i, (view, files) in enumerate(rendered):
+                writers[split_of[info.scene_id]].write(*build_sample(meta, view, files, cid))
+                n_views += 1
+                if progress is not None:
+                    progress(info.scene_id, i + 1, cfg.n_views)
+            if tiles.rows:
+                contact.write_contact_sheet(out_dir / "contact" / f"{info.scene_id}.png", tiles.rows)
+        shards = [s for name in splits for s in writers[name].close()]
+        index = write_index(out_dir, shards, classes, seed=cfg.pack.seed, val_fraction=cfg.pack.val_fraction,
+                            split_by="scene", scenes={k: list(v) for k, v in splits.items()})
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    rendered = tuple(i.scene_id for i in infos)
+    return {"rendered": rendered, "n_views": n_views, "shards": tuple(shards), "index_path": index}

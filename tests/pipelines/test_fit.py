@@ -1,0 +1,130 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from perfdata.pipelines.fit import fit_scene, fit_scenes
+from perfdata.pipelines.fitconfig import FitConfig
+
+from perfdata import camera
+from perfdata.errors import ConfigError, FitError
+from perfdata.grid import SparseGrid
+from perfdata.scene import Frame, Scene, similarity
+
+RADIUS = 0.5
+
+
+def _sphere_view(K: np.ndarray, c2w: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic render of a sphere at the origin whose colour varies with the normal, on white; z-depth (0 = miss)."""
+    o, d = camera.image_rays(K, c2w, size, size)
+    a = (d * d).sum(-1)
+    b = 2 * (o * d).sum(-1)
+    c = (o * o).sum(-1) - RADIUS**2
+    disc = b * b - 4 * a * c
+    hit = disc > 0
+    t = np.where(hit, (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), 0.0)
+    n = (o + t[:, None] * d) / RADIUS
+    rgb = np.where(hit[:, None], 0.5 + 0.4 * n[:, [0, 1, 2]] * np.array([1.0, -1.0, 0.6]), 1.0)
+    return rgb.reshape(size, size, 3).astype(np.float32), t.reshape(size, size).astype(np.float32)
+
+
+def sphere_scene(n_views: int = 24, size: int = 32, scene_id: str = "sphere") -> Scene:
+    K = camera.intrinsics_from_fov(0.7, size, size)
+    frames = []
+    for i in range(n_views):
+        theta = 2 * np.pi * i / n_views
+        eye = 2.2 * np.array([np.cos(theta), np.sin(theta), 0.5 + 0.3 * np.sin(3 * theta)])
+        c2w = camera.look_at(eye, np.zeros(3))
+        rgb, depth = _sphere_view(K, c2w, size)
+        frames.append(Frame(f"v{i}", K, c2w, size, size, image=rgb, depth=depth))
+    return Scene(scene_id, tuple(frames), similarity(0.75, np.zeros(3)), background="white")
+
+
+FAST = dict(resolution=(32,), steps=150, batch_rays=2048, device="cpu", holdout_every=6, tv_fraction=0.05)
+
+
+def test_tiny_sphere_fits() -> None:
+    cfg = FitConfig(**FAST)  # type: ignore[arg-type]
+    seen = []
+    result = fit_scene(sphere_scene(), cfg, callback=seen.append)
+    assert result.metrics["psnr"] > 24.0, result.metrics
+    assert result.metrics["ssim"] > 0.85
+    assert result.metrics["depth_abs_rel"] < 0.05
+    assert result.steps == 150 and seen and seen[-1].step == 150
+    assert isinstance(result.grid, SparseGrid) and result.grid.reso == (32, 32, 32)
+    assert np.allclose(result.grid.background, 1.0)
+
+
+def test_coarse_to_fine_and_time_budget() -> None:
+    cfg = FitConfig(**{**FAST, "resolution": (16, 32), "upsample_at": (0.3,), "steps": 10_000, "max_seconds": 4.0,
+                       "eval_at_seconds": (1.0,), "depth_weight": 0.0})  # type: ignore[arg-type]
+    result = fit_scene(sphere_scene(), cfg)
+    assert result.grid.reso == (32, 32, 32) and result.steps < 10_000
+    assert 3.5 < result.train_seconds < 12.0  # one step past the budget at most, even on a busy machine
+    assert len(result.curve) == 1 and result.curve[0][0] == 1.0
+    assert result.metrics["psnr"] > 16.0
+
+
+def test_fit_scenes_writes_skips_and_records_failures(tmp_path: Path) -> None:
+    good = sphere_scene(scene_id="good")
+    few = Scene("few", good.frames[:2], good.world_from_grid, background="white")
+    nan_frames = tuple(
+        Frame(f.name, f.K, f.c2w, f.width, f.height, image=np.full((32, 32, 3), np.nan, np.float32)) for f in good.frames
+    )
+    nan = Scene("nan", nan_frames, good.world_from_grid, background="white")
+    cfg = FitConfig(**{**FAST, "steps": 20})  # type: ignore[arg-type]
+    outcomes = fit_scenes("synthetic", tmp_path, None, tmp_path / "fits", cfg, scenes=[few, nan, good])
+    assert [o.status for o in outcomes] == ["failed", "failed", "done"]
+    assert "training frames" in (outcomes[0].error or "") and "FitError" in (outcomes[0].error or "")
+    assert "non-finite" in (outcomes[1].error or "")
+    for name in ("few", "nan"):
+        rec = json.loads((tmp_path / "fits" / name / "fit.json").read_text())
+        assert rec["status"] == "failed" and not (tmp_path / "fits" / name / "DONE").exists()
+    rec = json.loads((tmp_path / "fits" / "good" / "fit.json").read_text())
+    assert rec["status"] == "done" and rec["method"] == "plenoxel" and rec["seed"] == 0
+    assert rec["n_voxels"] > 0 and "psnr" in rec["metrics"] and "depth_abs_rel" in rec["metrics"]
+    assert {"torch", "perfdata"} <= set(rec["versions"]) and rec["device"] == "cpu"
+    assert SparseGrid.load(tmp_path / "fits" / "good" / "grid.npz").n_voxels == rec["n_voxels"]
+    assert (tmp_path / "fits" / "good" / "DONE").is_file()
+    assert not [p for p in (tmp_path / "fits").iterdir() if p.name.startswith(".")]
+    again = fit_scenes("synthetic", tmp_path, None, tmp_path / "fits", cfg, scenes=[few, good])
+    assert [o.status for o in again] == ["failed", "skipped"]
+    assert again[1].metrics["psnr"] == rec["metrics"]["psnr"]
+
+
+def test_black_images_and_unknown_method() -> None:
+    good = sphere_scene(n_views=8, size=8)
+    black = Scene("black", tuple(
+        Frame(f.name, f.K, f.c2w, 8, 8, image=np.zeros((8, 8, 3), np.float32)) for f in good.frames
+    ), good.world_from_grid)
+    with pytest.raises(FitError, match="black"):
+        fit_scene(black, FitConfig(**{**FAST, "steps": 2}))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="not implemented"):
+        fit_scene(good, FitConfig(method="semantic"))
+    with pytest.raises(ConfigError, match="unknown FitConfig field"):
+        FitConfig.from_dict({"lr": 1.0})
+
+
+def test_cli_fit_config_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from perfdata.cli import cli
+    from perfdata.synthetic import make_object_scene, write_scene
+
+    write_scene(make_object_scene(seed=0, n_views=10, size=16, shape="sphere"), tmp_path / "data" / "sphere")
+    (tmp_path / "cfg.json").write_text(json.dumps({"batch_rays": 512, "tv_fraction": 0.05}))
+    args = ["fit", "--reader", "synthetic", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "fits"),
+            "--steps", "5", "--resolution", "16", "--device", "cpu", "--config", str(tmp_path / "cfg.json"),
+            "--holdout-every", "5"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "fits" / "sphere" / "fit.json").read_text())
+    assert rec["config"]["batch_rays"] == 512 and rec["steps"] == 5 and rec["resolution"] == [16, 16, 16]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_sphere_fits_on_cuda() -> None:
+    result = fit_scene(sphere_scene(), FitConfig(**{**FAST, "device": "cuda"}))  # type: ignore[arg-type]
+    assert result.device.startswith("cuda") and result.metrics["psnr"] > 24.0

@@ -13,7 +13,7 @@ points there). Each file is validated against the schema below when it is loaded
   "scene_folder": str,                      # pattern of a scene folder, informative
   "scene_files": [str, ...],                # what a scene folder holds, informative ("x/" = a folder)
   "chunks": [                               # exactly ids 0 .. n_chunks-1, in order
-    {"id": int, "repo": "owner/name",       # the Hugging Face dataset repo holding the chunk
+    {"id": int, "repo": "owner/name"|null,  # the Hugging Face dataset repo holding the chunk (null: mirrors only)
      "folder": str,                         # repo folder to list ("" = repo root)
      "select": glob (optional)}             # keep only children of `folder` matching it (ScanNet)
   ]
@@ -46,8 +46,8 @@ class ChunkEntry:
 
     id: int
     """Chunk number, 0-based."""
-    repo: str
-    """Hugging Face dataset repo, `owner/name`."""
+    repo: str | None
+    """Hugging Face dataset repo, `owner/name`; None for a dataset only served by mirrors."""
     folder: str
     """Folder of the repo to list; "" is the root."""
     select: str | None = None
@@ -79,7 +79,7 @@ class Manifest:
 
     @property
     def repos(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.repo for c in self.chunks))
+        return tuple(dict.fromkeys(c.repo for c in self.chunks if c.repo is not None))
 
     def chunk(self, chunk_id: int) -> ChunkEntry:
         if not 0 <= chunk_id < self.n_chunks:
@@ -173,8 +173,11 @@ def _validate_chunk(raw: Any, index: int, where: str) -> ChunkEntry:
     chunk_id = _need(raw, "id", int, at)
     if chunk_id != index:
         raise InputError(at, f"id {chunk_id} out of order (expected {index})")
-    repo = _need(raw, "repo", str, at)
-    if not _REPO_RE.match(repo):
+    if "repo" in raw and raw["repo"] is None:
+        repo = None
+    else:
+        repo = _need(raw, "repo", str, at)
+    if repo is not None and not _REPO_RE.match(repo):
         raise InputError(at, f"repo {repo!r} is not 'owner/name'")
     folder = _need(raw, "folder", str, at)
     if folder.startswith("/") or ".." in folder.split("/") or folder.endswith("/"):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import time
 import traceback
@@ -17,8 +18,10 @@ from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 import perfdata
 from perfdata import atomic
-from perfdata.errors import ConfigError, FitError, PerfdataError
+from perfdata.errors import ConfigError, FitError, InputError, PerfdataError
+from perfdata.executor import ExecutorConfig, TaskOutcome, run_tasks, shard_items
 from perfdata.scene import Scene
+from perfdata.status import write_plan
 
 FIT_FORMAT_VERSION = 1
 DONE_MARKER = "DONE"
@@ -83,7 +86,9 @@ def fit_record(scene: Scene, cfg: FitConfig, status: str, seconds: float, result
     record = {
         "format_version": FIT_FORMAT_VERSION, "scene_id": scene.scene_id, "status": status, "method": cfg.method,
         "config": used.to_dict(), "seed": cfg.seed, "versions": versions(), "source": scene.source,
-        "wall_seconds": round(seconds, 3),
+        "wall_seconds": round(seconds, 3), "class_name": scene.class_name,
+        "label_names": None if scene.label_names is None else list(scene.label_names),
+        "cameras": training_cameras(scene, cfg.holdout_every),
     }
     if result is not None:
         record.update(
@@ -95,6 +100,15 @@ def fit_record(scene: Scene, cfg: FitConfig, status: str, seconds: float, result
     if error is not None:
         record["error"] = error
     return record
+
+
+def training_cameras(scene: Scene, holdout_every: int) -> list[dict]:
+    """The training cameras (metric world frame, OpenCV axes, source resolution) for fit.json: the render stage
+    interpolates novel views between nearby pairs of them."""
+    if holdout_every > 0:
+        scene = scene.with_holdout(holdout_every)
+    return [{"name": f.name, "K": np.asarray(f.K).tolist(), "c2w": np.asarray(f.c2w).tolist(),
+             "width": f.width, "height": f.height} for f in scene.frames if f.split == "train"]
 
 
 def fit_one(scene: Scene, cfg: FitConfig, out: Path, callback: Callable[[FitProgress], None] | None) -> FitOutcome:
@@ -121,24 +135,66 @@ def fit_one(scene: Scene, cfg: FitConfig, out: Path, callback: Callable[[FitProg
 def fit_scenes(
     reader: str, data: str | Path, scene_ids: Sequence[str] | None, out_dir: str | Path, cfg: FitConfig,
     force: bool = False, callback: Callable[[str, FitProgress], None] | None = None,
-    scenes: Sequence[Scene] | None = None,
+    scenes: Sequence[Scene] | None = None, executor: ExecutorConfig = ExecutorConfig(),
+    shard: tuple[int, int] | None = None,
 ) -> list[FitOutcome]:
     """Fit every chosen scene into `out_dir/<scene_id>/`; a scene with a DONE marker is skipped unless `force`,
-    a failed scene is recorded and the next goes on. `scenes` (in-memory scenes) replaces the reader when given.
-    `callback(scene_id, progress)` receives progress."""
-    from perfdata.readers import load_scenes
+    a failed scene (also one whose capture cannot be read) is recorded and the next goes on.
 
+    `scenes` (in-memory scenes) replaces the reader when given (in-process only). Otherwise the scene list
+    (all of `data`, or `scene_ids`) is split by `shard` (i, n) and run on `executor`; the planned ids go to
+    `out_dir/plan.json` for `perfdata status`. `callback(scene_id, progress)` receives progress (in-process)."""
     out_dir = Path(out_dir)
-    source = scenes if scenes is not None else load_scenes(reader, data, scene_ids)
-    outcomes = []
-    for scene in source:
-        out = out_dir / scene.scene_id
-        if (out / DONE_MARKER).is_file() and not force:
-            outcomes.append(FitOutcome(scene.scene_id, "skipped", out, _done_metrics(out)))
-            continue
-        cb = None if callback is None else (lambda p, sid=scene.scene_id: callback(sid, p))
-        outcomes.append(fit_one(scene, cfg, out, cb))
-    return outcomes
+    if scenes is not None:
+        return [_fit_or_skip(s, cfg, out_dir / s.scene_id, force, callback) for s in scenes]
+    ids = shard_items(select_scene_ids(reader, data, scene_ids), shard)
+    write_plan(out_dir, "fit", ids)
+    if executor.kind == "local":
+        return [fit_scene_by_id(reader, str(data), str(out_dir), cfg, force, sid, callback) for sid in ids]
+    job = functools.partial(fit_scene_by_id, reader, str(data), str(out_dir), cfg, force)
+    return [_as_fit_outcome(o, out_dir) for o in run_tasks(job, ids, executor)]
+
+
+def select_scene_ids(reader: str, data: str | Path, scene_ids: Sequence[str] | None) -> list[str]:
+    """The scene ids to fit: all under `data`, or `scene_ids` (an unknown id is an InputError)."""
+    from perfdata.readers import list_scenes
+
+    known = list_scenes(reader, data)
+    missing = [s for s in scene_ids or () if s not in known]
+    if missing:
+        raise InputError(data, f"no scene {', '.join(missing)} here (found: {', '.join(known[:10])})")
+    return list(scene_ids) if scene_ids else known
+
+
+def fit_scene_by_id(reader: str, data: str, out_dir: str, cfg: FitConfig, force: bool, scene_id: str,
+                    callback: Callable[[str, FitProgress], None] | None = None) -> FitOutcome:
+    """Load one scene with its reader and fit it (picklable with functools.partial, for the executors)."""
+    from perfdata.readers import get_reader
+    from perfdata.status import mark_failed
+
+    out = Path(out_dir) / scene_id
+    if (out / DONE_MARKER).is_file() and not force:
+        return FitOutcome(scene_id, "skipped", out, _done_metrics(out))
+    try:
+        scene = get_reader(reader).load_scene(Path(data), scene_id)
+    except PerfdataError as exc:
+        mark_failed(out, f"{type(exc).__name__}: {exc}")
+        return FitOutcome(scene_id, "failed", out, {}, 0.0, f"{type(exc).__name__}: {exc}")
+    return _fit_or_skip(scene, cfg, out, force, callback)
+
+
+def _fit_or_skip(scene: Scene, cfg: FitConfig, out: Path, force: bool,
+                 callback: Callable[[str, FitProgress], None] | None) -> FitOutcome:
+    if (out / DONE_MARKER).is_file() and not force:
+        return FitOutcome(scene.scene_id, "skipped", out, _done_metrics(out))
+    cb = None if callback is None else functools.partial(callback, scene.scene_id)
+    return fit_one(scene, cfg, out, cb)
+
+
+def _as_fit_outcome(outcome: TaskOutcome, out_dir: Path) -> FitOutcome:
+    if isinstance(outcome.result, FitOutcome):
+        return outcome.result
+    return FitOutcome(outcome.item, "failed", out_dir / outcome.item, {}, outcome.seconds, outcome.error)
 
 
 def _done_metrics(out: Path) -> dict[str, float]:

@@ -46,6 +46,9 @@ class LabelConfig:
     """2D fusion: a back-projected pixel votes for the nearest voxel centre within this many voxel sizes."""
     pixel_stride: int = 1
     """2D fusion: use every n-th pixel in each direction."""
+    fill_voxels: float = 2.0
+    """2D fusion: a voxel without votes takes the label of the nearest voted voxel within this many voxel sizes
+    (the rendered surface spreads over a shell of a few voxels; 0 turns the fill off)."""
 
 
 def read_labelled_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +137,20 @@ def labels_from_maps(
         win = order[last]
         labels[voxel[win]] = label[win]
         votes[voxel[win]] = counts[win]
-    return labels, votes
+    return fill_labels(grid, labels, cfg.fill_voxels * voxel_size(grid)), votes
+
+
+def fill_labels(grid: SparseGrid, labels: np.ndarray, max_dist: float) -> np.ndarray:
+    """Labels (n,) with each unlabelled voxel given the label of the nearest labelled one within max_dist."""
+    known = labels >= 0
+    if max_dist <= 0 or not known.any() or known.all():
+        return labels
+    centres = grid.world_centers()
+    dist, idx = cKDTree(centres[known]).query(centres[~known], k=1, distance_upper_bound=max_dist)
+    out = labels.copy()
+    near = np.isfinite(dist)
+    out[np.flatnonzero(~known)[near]] = labels[known][idx[near]]
+    return out
 
 
 def label_store(store: Store, scene_id: str, labels: np.ndarray, dist: np.ndarray | None, source: str) -> None:

@@ -23,7 +23,8 @@ class _RichProgress:
 
 
 @click.command()
-@click.option("--dataset", required=True, type=click.Choice(["co3d", "scannet"]), help="Which PeRFception dataset.")
+@click.option("--dataset", required=True, type=click.Choice(["co3d", "scannet", "synthetic"]),
+              help="PeRFception-CO3D, PeRFception-ScanNet, or perfdata synthetic scenes (mirrors only).")
 @click.option("--chunks", "spec", required=True, help="77, [11,22,33], 11,22,33, 10-20 or all (ScanNet: scene numbers).")
 @click.option("--outdir", required=True, type=click.Path(path_type=Path), help="Download folder.")
 @click.option("--source", default=None, help="hf, or a mirror URL/path with index.json [default: $PERFDATA_MIRROR or hf].")

@@ -35,9 +35,14 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="JSON file of FitConfig fields.")
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @click.option("--force", is_flag=True, help="Refit scenes already marked done.")
+@click.option("--executor", default="local", show_default=True,
+              help="local, dask[:N] (LocalCluster of N processes), tcp://HOST:PORT (a scheduler) or slurm[:N].")
+@click.option("--shard", default=None, help="i/n: fit only every n-th scene starting at i (job arrays).")
+@click.option("--dry-run", is_flag=True, help="List the scenes and whether they are done; fit nothing.")
 def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ...], device: str | None,
         steps: int | None, max_seconds: float | None, resolution: str | None, downscale: float | None,
-        holdout_every: int | None, config_file: str | None, seed: int | None, force: bool) -> None:
+        holdout_every: int | None, config_file: str | None, seed: int | None, force: bool, executor: str,
+        shard: str | None, dry_run: bool) -> None:
     """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped."""
     from perfdata.pipelines.fitconfig import FitConfig
 
@@ -51,7 +56,13 @@ def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ..
     cfg = dataclasses.replace(cfg, **changes)
     if method != "plenoxel":
         raise ConfigError(f"fit method {method!r} is not implemented yet (only plenoxel is)")
-    outcomes = _run(reader, data, scene_ids, out, cfg, force)
+    from perfdata.executor import parse_executor, parse_shard
+
+    executor_cfg, shard_ij = parse_executor(executor), parse_shard(shard)
+    if dry_run:
+        _dry_run(reader, data, scene_ids, out, shard_ij)
+        return
+    outcomes = _run(reader, data, scene_ids, out, cfg, force, executor_cfg, shard_ij)
     rows = [(o.scene_id, o.status, _fmt(o.metrics.get("psnr")), _fmt(o.metrics.get("ssim"), 3),
              _fmt(o.metrics.get("depth_abs_rel"), 3), f"{o.seconds:.1f}", o.error or "") for o in outcomes]
     print_table(f"fit {method} -> {out}", rows, header=["scene", "status", "psnr", "ssim", "depth_abs_rel", "seconds", "error"])
@@ -63,7 +74,17 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _run(reader, data, scene_ids, out, cfg, force):  # type: ignore[no-untyped-def]
+def _dry_run(reader: str, data: str, scene_ids: tuple[str, ...], out: Path, shard: tuple[int, int] | None) -> None:
+    from perfdata.executor import shard_items
+    from perfdata.pipelines.fit import select_scene_ids
+    from perfdata.status import item_status
+
+    ids = shard_items(select_scene_ids(reader, data, scene_ids), shard)
+    print_table(f"fit --dry-run: {len(ids)} scenes -> {out}", [(i, item_status(out / i).state) for i in ids],
+                header=["scene", "state"])
+
+
+def _run(reader, data, scene_ids, out, cfg, force, executor, shard):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from perfdata.pipelines.fit import fit_scenes
@@ -81,4 +102,5 @@ def _run(reader, data, scene_ids, out, cfg, force):  # type: ignore[no-untyped-d
                     f"{p.resolution}^3 {p.n_voxels:,} vox")
             progress.update(tasks[scene_id], completed=min(done, total), info=info)
 
-        return fit_scenes(reader, data, scene_ids, out, cfg, force=force, callback=callback)
+        return fit_scenes(reader, data, scene_ids, out, cfg, force=force, callback=callback, executor=executor,
+                          shard=shard)

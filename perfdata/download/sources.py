@@ -28,7 +28,7 @@ import requests
 
 from perfdata.download.paths import check_relative
 from perfdata.download.remote import RemoteFile, TransferConfig, check_status, thread_session, with_retries
-from perfdata.errors import DownloadError, FormatVersionError
+from perfdata.errors import ConfigError, DownloadError, FormatVersionError
 from perfdata.manifest import ChunkEntry
 
 HF_ENDPOINT = "https://huggingface.co"
@@ -64,6 +64,9 @@ class HFSource:
         return f"hf {self.endpoint}"
 
     def list_chunk(self, chunk: ChunkEntry) -> list[RemoteFile]:
+        if chunk.repo is None:
+            raise ConfigError(f"chunk {chunk.id} of this dataset has no Hugging Face repo; it is served by mirrors "
+                              "only: pass --source URL")
         if chunk.select is None:
             entries = self.list_tree(chunk.repo, chunk.folder, recursive=True)
         else:

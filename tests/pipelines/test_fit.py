@@ -128,3 +128,37 @@ def test_cli_fit_config_file(tmp_path: Path) -> None:
 def test_tiny_sphere_fits_on_cuda() -> None:
     result = fit_scene(sphere_scene(), FitConfig(**{**FAST, "device": "cuda"}))  # type: ignore[arg-type]
     assert result.device.startswith("cuda") and result.metrics["psnr"] > 24.0
+
+
+def _write_synthetic_root(root: Path, n: int) -> list[str]:
+    """n object scenes of 8 views at 16 px; returns their class names."""
+    from perfdata.synthetic import make_object_scene, write_scene
+
+    classes = []
+    for i in range(n):
+        scene = make_object_scene(i, 8, 16, scene_id=f"obj{i}")
+        write_scene(scene, root / scene.scene_id)
+        classes.append(scene.class_name)
+    return classes
+
+
+def test_fit_scenes_on_a_dask_cluster_with_shards_and_a_broken_scene(tmp_path: Path) -> None:
+    """A real LocalCluster fits the scenes of one shard; a scene whose capture is broken fails alone; fit.json
+    records what the render stage needs (class, training cameras); plan.json lists the shard's scenes."""
+    from perfdata.executor import ExecutorConfig
+    from perfdata.status import scan
+
+    classes = _write_synthetic_root(tmp_path / "data", 3)
+    (tmp_path / "data" / "obj2" / "transforms.json").write_text("{ not json")
+    cfg = FitConfig(resolution=(16,), steps=5, batch_rays=256, device="cpu", holdout_every=4)
+    out = tmp_path / "fits"
+    # shard 0/1 is everything; shard 1/2 of [obj0, obj1, obj2] is [obj1]
+    assert [o.scene_id for o in fit_scenes("synthetic", tmp_path / "data", None, out, cfg, shard=(1, 2))] == ["obj1"]
+    outcomes = fit_scenes("synthetic", tmp_path / "data", None, out, cfg, executor=ExecutorConfig("dask", 2))
+    assert [(o.scene_id, o.status) for o in outcomes] == [("obj0", "done"), ("obj1", "skipped"), ("obj2", "failed")]
+    assert "transforms.json" in (outcomes[2].error or "")
+    record = json.loads((out / "obj0" / "fit.json").read_text())
+    assert record["class_name"] == classes[0]
+    assert len(record["cameras"]) == 6  # 8 views, every 4th held out and np.asarray(record["cameras"][0]["c2w"]).shape == (4, 4)
+    states = {s.item: s.state for s in scan(out)}
+    assert states == {"obj0": "done", "obj1": "done", "obj2": "failed"}

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from perfdata.errors import FormatVersionError, InputError
 
 SCENE_FORMAT_VERSION = 1
 
-Source = Union[str, Path, np.ndarray, Callable[[], np.ndarray], None]
+Source = str | Path | np.ndarray | Callable[[], np.ndarray] | None
 Split = Literal["train", "test"]
 
 

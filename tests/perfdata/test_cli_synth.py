@@ -62,16 +62,22 @@ def test_synth_rooms_and_bad_options(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-def test_demo_writes_contact_sheet_and_report(tmp_path, capsys):
+def test_demo_cli_runs_the_pipeline_and_a_rerun_skips_finished_work(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert _run(["demo", "--out", str(out), "--scenes", "1", "--size", "16", "--views", "2"]) == 0
-    assert sorted(p.name for p in (out / "scenes").iterdir()) == ["obj_0000_sphere", "room_0000"]
+    args = ["demo", "--out", str(out), "--scenes", "1", "--size", "16", "--views", "6", "--fit-seconds", "1"]
+    assert _run(args) == 0
+    assert sorted(p.name for p in (out / "downloads" / "00").iterdir()) == ["obj_0000_sphere", "room_0000"]
     sheet = iio.imread(out / "report" / "contact_sheet.png")
     rows, cols, pad = 2, 2 * 4, 2  # two scenes; two views of rgb, depth, mask, labels each
     assert sheet.shape == (rows * 16 + (rows + 1) * pad, cols * 16 + (cols + 1) * pad, 3)
     report = (out / "report" / "report.md").read_text()
     assert "| obj_0000_sphere | objects | sphere |" in report and "| room_0000 | rooms | room |" in report
-    assert "contact_sheet.png" in report
+    assert "contact_sheet.png" in report and "shards/index.json" in report
+    fit_json = (out / "fits" / "room_0000" / "fit.json").read_bytes()
+    capsys.readouterr()
+    assert _run(args) == 0
+    assert "0 files fetched" in capsys.readouterr().out
+    assert (out / "fits" / "room_0000" / "fit.json").read_bytes() == fit_json
 
 
 def test_run_demo_takes_a_custom_step_list(tmp_path):

@@ -18,7 +18,7 @@ def _raw(name: str) -> dict:
 
 def test_co3d_manifest_has_100_chunks_across_three_repos() -> None:
     m = load_manifest("co3d")
-    assert manifest_names() == ("co3d", "scannet")
+    assert manifest_names() == ("co3d", "scannet", "synthetic")
     assert m.n_chunks == len(m.chunks) == 100
     by_repo = {repo: [c.id for c in m.chunks if c.repo == repo] for repo in m.repos}
     assert by_repo == {
@@ -76,3 +76,15 @@ def test_unknown_format_version_and_dataset() -> None:
         validate_manifest(raw, "co3d.json")
     with pytest.raises(InputError, match="no manifest for dataset 'kitti'"):
         load_manifest("kitti")
+
+
+def test_synthetic_manifest_is_served_by_mirrors_only() -> None:
+    from perfdata.download.remote import TransferConfig
+    from perfdata.download.sources import HFSource
+    from perfdata.errors import ConfigError
+
+    m = load_manifest("synthetic")
+    assert m.n_chunks == 10 and m.repos == ()
+    assert m.chunk_of_path("03/obj_0003_cone/transforms.json") == 3
+    with pytest.raises(ConfigError, match="mirrors only"):
+        HFSource("http://127.0.0.1:9", TransferConfig()).list_chunk(m.chunk(0))

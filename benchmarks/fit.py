@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from perfdata.models import metrics, plenoxel
 from perfdata.pipelines import plenoxel_fit
-from perfdata.pipelines.fit import fit_scene, resolve_device
+from perfdata.pipelines.fit import fit_scene
 from perfdata.pipelines.fitconfig import FitConfig
+
+from perfdata.devices import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nerf_mlp import train_nerf  # noqa: E402

@@ -27,8 +27,8 @@ import numpy as np
 from perfdata.pipelines.pack import PackConfig, pack_renders
 from perfdata.pipelines.render import RenderConfig, render_store
 from perfdata.pipelines.render_source import MemorySource
-from perfdata.pipelines.render_write import resolve_device
 
+from perfdata.devices import resolve_device
 from perfdata.grid import SparseGrid
 from perfdata.scene import similarity
 
@@ -100,7 +100,7 @@ def bench_speed(tmp: Path, reso: int, n_views: int, size: int) -> dict:
     per_view = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)  # steady state: excludes load and setup
     raw = raw_render_rays_per_s(grid, size)
     return {"reso": reso, "n_voxels": grid.n_voxels, "views": res.n_views, "size": size,
-            "device": resolve_device("auto"), "seconds_total_incl_load_setup": round(total, 3),
+            "device": str(resolve_device("auto")), "seconds_total_incl_load_setup": round(total, 3),
             "setup_seconds": round(stamps[0] - start - per_view, 3), "views_per_s": round(1 / per_view, 3),
             "rays_per_s": round(size * size / per_view),
             "reference_rgb_only_render_camera_rays_per_s": round(raw),

@@ -172,20 +172,6 @@ def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0) -> A
 # ------------------------------------------------------------------------------------------------ 3D: store
 
 
-def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Deterministic train / val split of scene ids (sorted ids permuted by `seed`; the first
-    round(val_fraction * n) go to val, at least one when val_fraction > 0 and n >= 2); each list sorted."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val fraction must be in [0, 1), got {val_fraction}")
-    ids = sorted(ids)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_val = int(round(val_fraction * len(ids)))
-    if val_fraction > 0 and n_val == 0 and len(ids) >= 2:
-        n_val = 1
-    val = sorted(ids[i] for i in order[:n_val])
-    return {"train": sorted(set(ids) - set(val)), "val": val}
-
-
 def grid_features(vol: torch.Tensor, n_sh: int) -> torch.Tensor:
     """(2 + n_sh, D, D, D) store.dense_grid volume -> (5, D, D, D) features (GRID_CHANNELS)."""
     assert vol.ndim == 4 and vol.shape[0] == 2 + n_sh, f"expected (2 + {n_sh}, D, D, D), got {tuple(vol.shape)}"

@@ -3,7 +3,7 @@ from a store).
 
 Seeded (model init, shard order, shuffle buffers, batch order and the store's scene split all come from
 cfg.seed), AdamW, a fixed number of epochs; each epoch ends with an evaluation on the val split (shards: the
-`val` shards of index.json; store: `split_ids(scene_ids, val_fraction, seed)`). Writes, each atomically:
+`val` shards of index.json; store: `perfdata.devices.split_scene_ids`). Writes, each atomically:
 
     OUT/metrics.json       format_version, task, config, seed, classes, metric ("accuracy" or "miou"), per-epoch
                            train loss / train metric / val metric / seconds, final val metrics (confusion matrix,
@@ -36,6 +36,7 @@ from torch import nn
 
 from perfdata import __version__
 from perfdata.atomic import atomic_path, write_json
+from perfdata.devices import resolve_device, split_scene_ids
 from perfdata.errors import ConfigError, FitError, InputError
 
 TASKS = ("cls2d", "cls3d", "seg3d")
@@ -137,17 +138,6 @@ class TaskData:
     splits: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def prepare_shards(cfg: TrainConfig) -> TaskData:
     """cls2d data: the train / val shards of cfg.data."""
     data = L.ShardData.open(cfg.data, verify=cfg.verify)
@@ -172,7 +162,7 @@ def prepare_store(cfg: TrainConfig) -> TaskData:
     store = open_store(cfg.data)
     if not store.scene_ids:
         raise InputError(cfg.data, "store has no complete scenes")
-    split = L.split_ids(store.scene_ids, cfg.val_fraction, cfg.seed)
+    split = split_scene_ids(store.scene_ids, cfg.val_fraction, cfg.seed)
     if cfg.task == "cls3d":
         classes, task, ignore = store.root.classes, "cls", None
         if not classes:

@@ -18,6 +18,7 @@ from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 import perfdata
 from perfdata import atomic
+from perfdata.devices import resolve_device
 from perfdata.errors import ConfigError, FitError, InputError, PerfdataError
 from perfdata.executor import ExecutorConfig, TaskOutcome, run_tasks, shard_items
 from perfdata.scene import Scene
@@ -25,15 +26,6 @@ from perfdata.status import write_plan
 
 FIT_FORMAT_VERSION = 1
 DONE_MARKER = "DONE"
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; cuda without a GPU is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], None] | None = None) -> FitResult:

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from perfdata.devices import split_scene_ids
 from perfdata.errors import ConfigError, FormatVersionError, InputError
 from perfdata.shards import INDEX_NAME, ShardInfo, ShardWriter, sample_key, write_index
 
@@ -63,19 +62,6 @@ class PackResult:
     classes: tuple[str, ...]
     incomplete: tuple[str, ...] = field(default_factory=tuple)
     """Scene folders without a DONE marker (left out)."""
-
-
-def split_scenes(scene_ids: Sequence[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Deterministic train / val split of scene ids; each list sorted."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    ids = sorted(scene_ids)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_val = int(round(val_fraction * len(ids)))
-    if val_fraction > 0 and n_val == 0 and len(ids) >= 2:
-        n_val = 1
-    val = sorted(ids[i] for i in order[:n_val])
-    return {"train": sorted(set(ids) - set(val)), "val": val}
 
 
 def read_cameras(scene_dir: str | Path) -> dict[str, Any]:
@@ -152,7 +138,7 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig) 
     renders_dir, out_dir = Path(renders_dir), Path(out_dir)
     if cfg.split_by != "scene":
         raise ConfigError(f"--split-by {cfg.split_by!r}: only 'scene' is supported (views never straddle splits)")
-    split_scenes([], cfg.val_fraction, cfg.seed)  # checks the fraction before any reading
+    split_scene_ids([], cfg.val_fraction, cfg.seed)  # checks the fraction before any reading
     scene_ids, incomplete = list_render_scenes(renders_dir)
     if incomplete:
         log.warning("%d scene folder(s) without %s left out: %s", len(incomplete), DONE_NAME, ", ".join(incomplete))
@@ -160,7 +146,7 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig) 
         raise InputError(renders_dir, "no completed render folders (with cameras.json and DONE) to pack")
     metas = {sid: read_cameras(renders_dir / sid) for sid in scene_ids}
     classes = sorted({m["class_name"] for m in metas.values() if m.get("class_name") is not None})
-    splits = split_scenes(scene_ids, cfg.val_fraction, cfg.seed)
+    splits = split_scene_ids(scene_ids, cfg.val_fraction, cfg.seed)
     scenes = {k: tuple(v) for k, v in splits.items()}
     if cfg.dry_run:
         counts = {k: sum(len(metas[s]["views"]) for s in v) for k, v in splits.items()}
@@ -185,4 +171,4 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig) 
     return PackResult(out_dir, index, tuple(shards), n_samples, scenes, tuple(classes), tuple(incomplete))
 
 
-__all__ = ["INDEX_NAME", "PackConfig", "PackResult", "build_sample", "pack_renders", "split_scenes"]
+__all__ = ["INDEX_NAME", "PackConfig", "PackResult", "build_sample", "pack_renders"]

@@ -18,13 +18,13 @@ from perfdata.pipelines.pack import (
     RENDER_FORMAT_VERSION,
     build_sample,
     class_index,
-    split_scenes,
 )
 from perfdata.pipelines.render_source import GridSource, SceneInfo
 from perfdata.pipelines.render_view import encode_view, prepare_fields, render_view
 
 from perfdata import contact
 from perfdata.atomic import atomic_dir, write_bytes, write_json
+from perfdata.devices import resolve_device, split_scene_ids
 from perfdata.errors import PerfdataError
 from perfdata.shards import ShardWriter, write_index
 
@@ -57,14 +57,6 @@ class ContactTiles:
         self.rows.append(row)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def scene_views(
     source: GridSource, info: SceneInfo, cfg: RenderConfig, tiles: ContactTiles | None
 ) -> tuple[dict[str, Any], Iterator[tuple[dict[str, Any], dict[str, bytes]]]]:
@@ -78,7 +70,7 @@ def scene_views(
     if "rgb" not in what:  # contact sheets and masks come from the colour render anyway
         tiles = None
     fields = prepare_fields(grid, info.label_names, cfg.background_labels, cfg.step,
-                            resolve_device(cfg.device), "bg" in what)
+                            str(resolve_device(cfg.device)), "bg" in what)
     chunk = rays_per_chunk(grid.reso, cfg)
     del grid
     if tiles is not None:
@@ -157,7 +149,7 @@ def render_to_shards(
     """Shards straight from the renders (same samples and order as render-then-pack); contact sheets go to
     `out_dir/contact/<scene_id>.png`. A failure removes every shard of the run."""
     classes = sorted({i.class_name for i in infos if i.class_name is not None})
-    splits = split_scenes([i.scene_id for i in infos], cfg.pack.val_fraction, cfg.pack.seed)
+    splits = split_scene_ids([i.scene_id for i in infos], cfg.pack.val_fraction, cfg.pack.seed)
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
     writers = {name: ShardWriter(out_dir, name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
     n_views = 0

@@ -12,6 +12,7 @@ from conftest import ROOM_NAMES
 from downstream_data import object_grid, write_store
 from perfdata.downstream import loaders as L
 
+from perfdata.devices import split_scene_ids
 from perfdata.errors import ChecksumError, InputError
 from perfdata.grid import SparseGrid
 from perfdata.store import open_store
@@ -78,8 +79,8 @@ def test_store_dataset_items(object_store: Path, room_store: Path) -> None:
     assert L.store_seg_classes(rooms, rooms.scene_ids) == tuple(ROOM_NAMES)
     seg = L.StoreGridDataset(rooms, rooms.scene_ids[:1], 16, "seg", n_classes=3)[0]["y"]
     assert seg.shape == (16, 16, 16) and set(seg.unique().tolist()) == {-1, 0, 1, 2}
-    split = L.split_ids(rooms.scene_ids, 0.25, seed=0)
-    assert len(split["val"]) == 2 and split == L.split_ids(list(reversed(rooms.scene_ids)), 0.25, seed=0)
+    split = split_scene_ids(rooms.scene_ids, 0.25, seed=0)
+    assert len(split["val"]) == 2 and split == split_scene_ids(list(reversed(rooms.scene_ids)), 0.25, seed=0)
 
 
 def test_store_without_labels_is_an_error(object_store: Path, tmp_path: Path) -> None:

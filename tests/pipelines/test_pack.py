@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-from perfdata.pipelines.pack import PackConfig, pack_renders, split_scenes
+from perfdata.pipelines.pack import PackConfig, pack_renders
 
 from perfdata.atomic import write_json
+from perfdata.devices import split_scene_ids as split_scenes
 from perfdata.errors import ConfigError, FormatVersionError, InputError
 from perfdata.images import depth_to_png, labels_to_png, write_png
 from perfdata.shards import FIXED_MTIME, ShardWriter, read_index, verify_shards

@@ -14,6 +14,7 @@ Every step skips work already done, so a rerun of the demo is quick.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,8 @@ class DemoConfig:
     """Views per scene shown on the contact sheet (four tiles each)."""
     fit_seconds: float = 20.0
     """Wall-clock budget of each scene's fit."""
+    fit_steps: int | None = None
+    """Optimisation steps of each fit (None: as many as the budget allows); steps make a run reproducible."""
     render_views: int = 8
     """Novel views rendered per scene."""
     train_epochs: int = 6
@@ -169,6 +172,8 @@ def fit_step(ctx: DemoContext) -> None:
     from perfdata.pipelines.fitconfig import FitConfig
 
     cfg = FitConfig(max_seconds=ctx.cfg.fit_seconds, seed=ctx.cfg.seed, holdout_every=6)
+    if ctx.cfg.fit_steps is not None:
+        cfg = dataclasses.replace(cfg, steps=ctx.cfg.fit_steps)
     for outcome in fit_scenes("synthetic", ctx.path("downloads", MIRROR_CHUNK), None, ctx.path("fits"), cfg):
         row = ctx.row(outcome.scene_id)
         row["fit"] = outcome.status if outcome.status != "skipped" else "done"

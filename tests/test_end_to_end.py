@@ -16,7 +16,8 @@ from perfdata.store.validate import validate_store
 
 
 def test_pipeline_end_to_end(tmp_path: Path) -> None:
-    cfg = DemoConfig(tmp_path, n_scenes=1, size=32, n_views=9, fit_seconds=4.0, render_views=3, train_epochs=2)
+    cfg = DemoConfig(tmp_path, n_scenes=1, size=32, n_views=9, fit_seconds=120.0, fit_steps=80, render_views=3,
+                     train_epochs=2)
     result = run_demo(cfg)
     assert [r["scene"] for r in result.scenes] == ["obj_0000_sphere", "room_0000"]
 
@@ -25,7 +26,7 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
 
     assert {s.item: s.state for s in scan(tmp_path / "fits")} == {"obj_0000_sphere": "done", "room_0000": "done"}
     for row in result.scenes:
-        assert row["psnr"] > 15.0, row  # 4 s fits of 32 px scenes: well above a blank image (~8 dB)
+        assert row["psnr"] > 14.0, row  # 80-step fits of 32 px scenes; a constant grey image scores ~8 dB
         assert row["depth_abs_rel"] < 0.2, row
 
     report = validate_store(str(tmp_path / "dataset.zarr"))

@@ -3,7 +3,10 @@
 Sparse rows, as PeRFception's checkpoints and the zarr store keep them: `coords` are voxel indices on a grid of
 `reso` (voxel i of a resolution-R axis sits at (2i+1)/R - 1 in the normalised cube), `density` is raw sigma
 (used through ReLU), `sh` holds SH coefficients laid out [R0..R8, G0..G8, B0..B8] (degree 2), and colour is
-clamp(sum_k c_k Y_k(d) + 0.5, 0, 1). Fit folders store it as `grid.npz` (no pickle).
+clamp(sum_k c_k Y_k(d) + 0.5, 0, 1). Units: density is sigma per unit length of the normalised cube (so
+optical thickness = sigma * distance in cube units), and the SH direction d is the viewing direction expressed in
+the cube frame (world directions rotated by the inverse of world_from_grid's rotation). Fit folders store it as
+`grid.npz` (no pickle).
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ def test_read_over_http_with_range_server(tmp_path, make_grid):
     np.testing.assert_array_equal(back.coords, local.coords)
     np.testing.assert_array_equal(back.sh, local.sh)
     scene_b = stored_bytes(tmp_path / "s.zarr" / "scenes" / "b")
-    assert 0.8 * scene_b < fetched <= scene_b  # one scene's bytes, not the other's
+    # one scene's bytes (a few hundred more when fsspec re-reads a metadata document), not both scenes'
+    assert 0.8 * scene_b < fetched < 1.1 * scene_b
 
 
 def test_bad_scene_id_is_refused(tmp_path, make_grid):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,9 +33,8 @@ from perfdata.downstream.models3d import Grid3dClassifier, UNet3d
 from perfdata.downstream.plot import curve_image, write_png
 from torch import nn
 
-from perfdata import __version__
 from perfdata.atomic import atomic_path, write_json
-from perfdata.devices import resolve_device, split_scene_ids
+from perfdata.devices import resolve_device, split_scene_ids, versions
 from perfdata.errors import ConfigError, FitError, InputError
 
 TASKS = ("cls2d", "cls3d", "seg3d")
@@ -265,15 +263,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     return result
 
 
-def versions() -> dict[str, str]:
-    import webdataset
-    import zarr
-
-    return {"perfdata": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "webdataset": getattr(webdataset, "__version__", "?"), "zarr": zarr.__version__,
-            "python": platform.python_version()}
-
-
 def _finite(v: float) -> float | None:
     return None if math.isnan(v) else v
 
@@ -301,7 +290,7 @@ def write_outputs(result: TrainResult, cfg: TrainConfig, model: nn.Module, in_ch
         "final": {"train_loss": result.final.train_loss, "val_metric": _finite(result.final.val_metric),
                   "val_confusion": result.val_confusion, **{k: v for k, v in result.extra.items() if k != "splits"}},
         "n_train": result.n_train, "n_val": result.n_val, "n_params": result.n_params, "device": result.device,
-        "wall_seconds": result.wall_seconds, "versions": versions(), "splits": result.extra.get("splits", {}),
+        "wall_seconds": result.wall_seconds, "versions": versions("webdataset", "zarr"), "splits": result.extra.get("splits", {}),
         "curve": "left: train loss (blue); right: train metric (green), val metric (orange), y in [0, 1]",
     })
 

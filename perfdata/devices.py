@@ -38,3 +38,19 @@ def split_scene_ids(scene_ids: Sequence[str], val_fraction: float, seed: int) ->
         n_val = 1
     val = sorted(ids[i] for i in order[:n_val])
     return {"train": sorted(set(ids) - set(val)), "val": val}
+
+
+def versions(*extra: str) -> dict[str, str]:
+    """Versions of perfdata, python, torch, numpy and the named extra modules, for output metadata."""
+    import importlib
+    import platform
+
+    import torch
+
+    from perfdata import __version__
+
+    found = {"perfdata": __version__, "torch": torch.__version__, "numpy": np.__version__,
+             "python": platform.python_version()}
+    for name in extra:
+        found[name] = str(getattr(importlib.import_module(name), "__version__", "?"))
+    return found

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import platform
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,9 +15,8 @@ import numpy as np
 import torch
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
-import perfdata
 from perfdata import atomic
-from perfdata.devices import resolve_device
+from perfdata.devices import resolve_device, versions
 from perfdata.errors import ConfigError, FitError, InputError, PerfdataError
 from perfdata.executor import ExecutorConfig, TaskOutcome, run_tasks, shard_items
 from perfdata.scene import Scene
@@ -64,11 +62,6 @@ class FitOutcome:
     """Wall seconds spent on it in this run."""
     error: str | None = None
     """The error message of a failed scene."""
-
-
-def versions() -> dict[str, str]:
-    return {"perfdata": perfdata.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 def fit_record(scene: Scene, cfg: FitConfig, status: str, seconds: float, result: FitResult | None = None,

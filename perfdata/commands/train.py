@@ -24,6 +24,14 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _grid_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the tasks that read dense grids from a store (cls3d, seg3d)."""
+    f = click.option("--val-fraction", type=float, default=0.25, show_default=True,
+                     help="Fraction of scenes for val.")(f)
+    return click.option("--reso", type=click.IntRange(4), default=32, show_default=True,
+                        help="Dense grid resolution.")(f)
+
+
 def _run_and_report(**kwargs: Any) -> None:
     from perfdata.downstream.train import TrainConfig, train
 
@@ -53,8 +61,7 @@ def cls2d(shards: str, **kwargs: Any) -> None:
 @train.command()
 @click.option("--store", required=True, help="Dataset store path or fsspec URL.")
 @_common
-@click.option("--reso", type=click.IntRange(4), default=32, show_default=True, help="Dense grid resolution.")
-@click.option("--val-fraction", type=float, default=0.25, show_default=True, help="Fraction of scenes for val.")
+@_grid_options
 def cls3d(store: str, **kwargs: Any) -> None:
     """Classify scenes from dense grids (3D CNN); classes are the store's class names."""
     _run_and_report(task="cls3d", data=store, **kwargs)
@@ -63,8 +70,7 @@ def cls3d(store: str, **kwargs: Any) -> None:
 @train.command()
 @click.option("--store", required=True, help="Dataset store path or fsspec URL (scenes with voxel labels).")
 @_common
-@click.option("--reso", type=click.IntRange(4), default=32, show_default=True, help="Dense grid resolution.")
-@click.option("--val-fraction", type=float, default=0.25, show_default=True, help="Fraction of scenes for val.")
+@_grid_options
 def seg3d(store: str, **kwargs: Any) -> None:
     """Segment voxels of dense grids (3D U-Net); -1 labels are ignored."""
     _run_and_report(task="seg3d", data=store, **kwargs)

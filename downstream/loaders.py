@@ -1,30 +1,31 @@
-"""Loaders for downstream training: 2D views from WebDataset shards, 3D dense grids from the dataset store.
+"""2D loaders: views from WebDataset shards written by `perfdata pack` (3D grids live in `grids.py`).
 
-2D (shards written by `perfdata pack`; `index.json` gives the class list and the shards of each split)::
-
-    data = ShardData.open("shards/")                        # reads and checks index.json
+    data = ShardData.open("shards/")                  # or "http://host/shards": reads and checks index.json
     pipe = shard_pipeline(data, ShardLoaderConfig(split="train", size=64, seed=0), epoch=0)
-    for batch in pipe:                                      # a webdataset pipeline (a torch IterableDataset)
-        batch["x"]    # (B, 3, S, S) float32 in [0, 1]
-        batch["y"]    # (B,) int64 class ids (index into data.classes)
-        batch["seg"]  # (B, S, S) int64, 255 = ignore (only with with_labels=True)
+    for batch in pipe:                                # a webdataset pipeline (a torch IterableDataset)
+        batch["x"]          # (B, 3, S, S) float32 in [0, 1]
+        batch["y"]          # (B,) int64 class ids (index into data.classes)
+        batch["seg"]        # (B, S, S) int64, 255 = ignore (only with with_labels=True)
+        batch["key"], batch["scene"]   # [B] sample keys and scene ids
+        batch["n_skipped"]  # bad samples skipped since the previous batch (skip_bad=True; else 0)
 
-3D (a store written by `perfdata export`)::
-
-    ds = StoreGridDataset(store, ids, reso=32, task="cls", classes=store.root.classes)
-    item = ds[0]   # {"x": (5, D, D, D) float32, "y": () int64}; task "seg": "y" is (D, D, D) int64, -1 = ignore
-    batch = collate_items([ds[0], ds[1]])                   # {"x": (B, 5, D, D, D), "y": (B,) or (B, D, D, D)}
-
-Grid features (GRID_CHANNELS): occupancy fraction, log(1 + relu(density)), and the SH DC colour (R, G, B) =
-c0 * Y0 + 0.5, zero in empty cells. Dense labels take the majority label of the stored voxels in each cell;
-cells with no labelled voxel are -1 (ignored by the loss and the metrics).
+Stages: shard list (permuted by (seed, epoch)) -> `split_by_node` (torch.distributed rank) -> `split_by_worker`
+(DataLoader worker) -> tar members grouped into samples -> scene selection (`--scenes`) -> shuffle buffer ->
+decode + resize -> background augmentation (train only, `bgaug.py`) -> batches. Every process and worker reads a
+disjoint set of shards, so with N processes x K workers a split needs at least N shards (and gains from N * K).
+A sample lacking a member, with an undecodable PNG, or whose json class_name disagrees with index.json's classes is
+an InputError naming shard and key, or (skip_bad) a logged, counted skip.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import json
+import logging
 import random
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,19 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from perfdata.downstream.scenes import select_scene_ids
 
-from perfdata.errors import ConfigError, InputError
-from perfdata.grid import SparseGrid
-from perfdata.shards import read_index, verify_shards
-from perfdata.store.reader import Store, densify
+from perfdata.errors import ChecksumError, ConfigError, InputError
+from perfdata.shards import INDEX_NAME, read_index, verify_shards
+
+log = logging.getLogger(__name__)
 
 IGNORE_2D = 255
-IGNORE_3D = -1
-SH_C0 = 0.28209479177387814  # Y_0^0
-GRID_CHANNELS = ("occupancy", "log_density", "dc_r", "dc_g", "dc_b")
-
-
-# ----------------------------------------------------------------------------------------------- 2D: shards
 
 
 @dataclass(frozen=True)
@@ -60,39 +56,112 @@ class ShardLoaderConfig:
     shuffle_buffer: int = 256
     """Samples held for shuffling (0: stream order; use 0 for evaluation)."""
     seed: int = 0
-    """Seed of the shard order and the shuffle buffer (combined with the epoch)."""
+    """Seed of the shard order, the shuffle buffer and the augmentation (combined with the epoch)."""
     with_labels: bool = False
     """Also decode label.png into "seg" (a sample without one is an error)."""
+    bg_aug: float = 0.0
+    """Probability of pasting a view's object onto another scene's background (see bgaug.py); 0 = off."""
+    bg_per_scene: int = 8
+    """Background renders kept per scene for the augmentation (the first ones of each scene)."""
+    scenes: tuple[str, ...] = ()
+    """Scene ids or globs to keep (empty: every scene of the split)."""
+    skip_bad: bool = False
+    """Skip (log and count) samples with a missing or undecodable member instead of raising."""
+
+
+def is_url(root: str | Path) -> bool:
+    return "://" in str(root) and not str(root).startswith("file://")
 
 
 @dataclass(frozen=True)
 class ShardData:
-    """A shard folder whose index.json has been read (and, optionally, whose shards have been verified)."""
+    """A shard folder (local path or URL) whose index.json has been read and whose shards have been checked."""
 
-    root: Path
+    root: str
     classes: tuple[str, ...]
     shards: dict[str, tuple[str, ...]]
     """split -> shard file names in index order."""
     n_samples: dict[str, int]
+    scenes: dict[str, tuple[str, ...]]
+    """split -> scene ids (from index.json's "scenes"; empty when the index does not record them)."""
 
     @classmethod
     def open(cls, root: str | Path, verify: bool = False) -> ShardData:
-        """Read index.json (and with `verify`, check every shard's size and sha256); missing shards raise."""
-        root = Path(root)
-        index = verify_shards(root) if verify else read_index(root)
+        """Read index.json; check every shard is there with its recorded size (and, with `verify`, sha256)."""
+        root = str(root).rstrip("/")
+        index = read_remote_index(root) if is_url(root) else read_index(root)
+        check_shard_set(root, index, verify)
         shards: dict[str, list[str]] = {}
         for entry in index["shards"]:
-            name = str(entry["name"])
-            if Path(name).name != name or not (root / name).is_file():
-                raise InputError(root / name, "shard listed in index.json is missing (or not a plain file name)")
-            shards.setdefault(str(entry["split"]), []).append(name)
+            shards.setdefault(str(entry["split"]), []).append(str(entry["name"]))
         if not index["classes"]:
-            raise InputError(root / "index.json", "shard index has no classes; cls2d needs scenes with a class")
+            raise InputError(f"{root}/{INDEX_NAME}", "shard index has no classes; cls2d needs scenes with a class")
+        scenes = {str(k): tuple(v) for k, v in dict(index.get("scenes") or {}).items()}
         return cls(root, tuple(index["classes"]), {k: tuple(v) for k, v in shards.items()},
-                   {str(k): int(v) for k, v in index["n_samples"].items()})
+                   {str(k): int(v) for k, v in index["n_samples"].items()}, scenes)
 
     def urls(self, split: str) -> list[str]:
-        return [str(self.root / name) for name in self.shards.get(split, ())]
+        return [f"{self.root}/{name}" for name in self.shards.get(split, ())]
+
+    def split_scenes(self, split: str, patterns: Iterable[str] = ()) -> list[str]:
+        """Scene ids of a split that match `patterns` (all without patterns)."""
+        return select_scene_ids(self.scenes.get(split, ()), tuple(patterns), f"{self.root} ({split})")
+
+
+def read_remote_index(url: str) -> dict[str, Any]:
+    """index.json of a shard folder behind an fsspec URL, checked like a local one; errors name the URL."""
+    import fsspec
+
+    where = f"{url}/{INDEX_NAME}"
+    try:
+        with fsspec.open(where, "rb") as fh:
+            data = fh.read()
+    except (OSError, ValueError) as exc:
+        raise InputError(where, f"cannot read shard index ({type(exc).__name__}: {exc})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / INDEX_NAME).write_bytes(data)
+        try:
+            return read_index(tmp)
+        except InputError as exc:
+            raise InputError(where, exc.problem) from None
+
+
+def check_shard_set(root: str, index: dict[str, Any], verify: bool) -> None:
+    """The one place the loaders check a shard set against its index: every shard a plain file name that
+    exists with the recorded size; with `verify` also its sha256 (perfdata.shards.verify_shards)."""
+    for entry in index["shards"]:
+        name = str(entry["name"])
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise InputError(f"{root}/{INDEX_NAME}", f"shard name {name!r} is not a plain file name")
+    if is_url(root):
+        _check_remote_sizes(root, index)
+        return
+    if verify:
+        verify_shards(root)
+        return
+    for entry in index["shards"]:
+        path = Path(root) / entry["name"]
+        if not path.is_file():
+            raise InputError(path, "shard listed in index.json is missing")
+        if path.stat().st_size != int(entry["bytes"]):
+            raise ChecksumError(path, f"size {path.stat().st_size} differs from index.json's {entry['bytes']}")
+
+
+def _check_remote_sizes(root: str, index: dict[str, Any]) -> None:
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(root)
+    for entry in index["shards"]:
+        url = f"{root}/{entry['name']}"
+        try:
+            size = fs.size(url)
+        except (OSError, ValueError) as exc:
+            raise InputError(url, f"shard listed in index.json cannot be reached ({type(exc).__name__})") from None
+        if size is not None and int(size) != int(entry["bytes"]):
+            raise ChecksumError(url, f"size {size} differs from index.json's {entry['bytes']}")
+
+
+# ------------------------------------------------------------------------------------------------ decoding
 
 
 def decode_png(data: bytes, where: str) -> np.ndarray:
@@ -106,174 +175,170 @@ def decode_png(data: bytes, where: str) -> np.ndarray:
         raise InputError(where, f"cannot decode PNG ({type(exc).__name__}: {exc})") from None
 
 
-def decode_view(sample: dict[str, Any], size: int | None, with_labels: bool) -> dict[str, Any]:
-    """One raw webdataset sample -> {"x": (3, S, S) float32, "y": int, ["seg": (S, S) int64], "key": str}."""
-    where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
-    for member in ("rgb.png", "cls") + (("label.png",) if with_labels else ()):
-        if member not in sample:
-            raise InputError(where, f"sample lacks member {member!r}")
-    rgb = decode_png(sample["rgb.png"], f"{where}.rgb.png")
+def image_tensor(rgb: np.ndarray, size: int | None) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, C) -> (3, S, S) float32 in [0, 1], resized (bilinear, antialiased) when size."""
     rgb = np.repeat(rgb[..., None], 3, axis=-1) if rgb.ndim == 2 else rgb[..., :3]
     x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)
     if size is not None and tuple(x.shape[1:]) != (size, size):
         x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return x.contiguous()
+
+
+def sample_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
+    """The parsed `json` member of a raw sample (an InputError when absent or not JSON)."""
+    if "json" not in sample:
+        raise InputError(where, "sample lacks member 'json'")
+    try:
+        meta = json.loads(sample["json"])
+    except (UnicodeDecodeError, ValueError):
+        raise InputError(f"{where}.json", "member is not JSON") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}.json", "member is not a JSON object")
+    return meta
+
+
+def where_of(sample: dict[str, Any]) -> str:
+    return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+
+
+def decode_view(sample: dict[str, Any], cfg: ShardLoaderConfig, classes: tuple[str, ...]) -> dict[str, Any]:
+    """One raw sample -> {"x": (3, S, S), "y": int, "key", "scene", ["seg": (S, S) int64], ["mask": (S, S)
+    float32 in [0, 1]], ["bg": (3, S, S)]}; mask and bg are decoded when background augmentation is on."""
+    where = where_of(sample)
+    need = ("rgb.png", "cls") + (("label.png",) if cfg.with_labels else ()) + (("mask.png",) if cfg.bg_aug else ())
+    for member in need:
+        if member not in sample:
+            raise InputError(where, f"sample lacks member {member!r}")
     try:
         y = int(sample["cls"].decode().strip())
     except (UnicodeDecodeError, ValueError):
         raise InputError(f"{where}.cls", f"class id {sample['cls'][:20]!r} is not an integer") from None
-    out: dict[str, Any] = {"x": x.contiguous(), "y": y, "key": sample["__key__"]}
-    if with_labels:
+    if not 0 <= y < len(classes):
+        raise InputError(f"{where}.cls", f"class id {y} is outside index.json's {len(classes)} classes")
+    meta = sample_meta(sample, where) if ("json" in sample or cfg.bg_aug or cfg.scenes) else {}
+    name = meta.get("class_name")
+    if name is not None and name != classes[y]:
+        raise InputError(where, f"json class_name {name!r} differs from index.json's class {y} {classes[y]!r}")
+    out: dict[str, Any] = {"x": image_tensor(decode_png(sample["rgb.png"], f"{where}.rgb.png"), cfg.size), "y": y,
+                           "key": sample["__key__"], "scene": str(meta.get("scene_id", ""))}
+    if cfg.with_labels:
         lab = torch.from_numpy(decode_png(sample["label.png"], f"{where}.label.png").astype(np.int64))
-        if size is not None and tuple(lab.shape) != (size, size):
-            lab = F.interpolate(lab[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
+        if cfg.size is not None and tuple(lab.shape) != (cfg.size, cfg.size):
+            lab = F.interpolate(lab[None, None].float(), size=(cfg.size, cfg.size), mode="nearest")[0, 0].long()
         out["seg"] = lab
+    if cfg.bg_aug:
+        mask = decode_png(sample["mask.png"], f"{where}.mask.png")
+        out["mask"] = image_tensor(mask if mask.ndim == 2 else mask[..., 0], cfg.size)[0]
     return out
 
 
-def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Decoded views -> {"x": (B, 3, S, S), "y": (B,) int64, ["seg": (B, S, S) int64], "key": [B]}."""
+def decode_stage(src: Iterable[dict[str, Any]], cfg: ShardLoaderConfig,
+                 classes: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """Decoded views; with skip_bad, a bad sample is logged and its count rides on the next item ("skipped"),
+    with a bare {"skipped": n} at the end when the last samples were bad."""
+    pending = 0
+    for raw in src:
+        try:
+            item = decode_view(raw, cfg, classes)
+        except InputError as exc:
+            if not cfg.skip_bad:
+                raise
+            log.warning("skipping bad sample: %s", exc)
+            pending += 1
+            continue
+        item["skipped"], pending = pending, 0
+        yield item
+    if pending:
+        yield {"skipped": pending}
+
+
+def collate_views(samples: list[dict[str, Any]], n_skipped: int = 0) -> dict[str, Any]:
+    """Decoded views -> {"x": (B, 3, S, S), "y": (B,) int64, ["seg": (B, S, S)], "key", "scene", "n_skipped"};
+    B may be 0 (a batch that only reports skipped samples)."""
+    if not samples:
+        return {"x": torch.zeros(0), "y": torch.zeros(0, dtype=torch.int64), "key": [], "scene": [],
+                "n_skipped": n_skipped}
     out: dict[str, Any] = {
         "x": torch.stack([s["x"] for s in samples]),
         "y": torch.tensor([s["y"] for s in samples], dtype=torch.int64),
-        "key": [s["key"] for s in samples],
+        "key": [s["key"] for s in samples], "scene": [s["scene"] for s in samples], "n_skipped": n_skipped,
     }
     if "seg" in samples[0]:
         out["seg"] = torch.stack([s["seg"] for s in samples])
     return out
 
 
-def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0) -> Any:
+def batch_stage(src: Iterable[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
+    """Batches of `batch_size` decoded views (the last one partial) carrying the skipped counts."""
+    items: list[dict[str, Any]] = []
+    skipped = 0
+    for item in src:
+        skipped += int(item.get("skipped", 0))
+        if "x" not in item:
+            continue
+        items.append(item)
+        if len(items) == batch_size:
+            yield collate_views(items, skipped)
+            items, skipped = [], 0
+    if items or skipped:
+        yield collate_views(items, skipped)
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+def epoch_urls(urls: list[str], seed: int, epoch: int, shuffle: bool) -> list[str]:
+    """The shard order of an epoch: permuted by (seed, epoch) when shuffling (the same on every process)."""
+    urls = list(urls)
+    if shuffle:
+        random.Random(seed * 100003 + epoch).shuffle(urls)
+    return urls
+
+
+def _scene_of(sample: dict[str, Any]) -> str:
+    return str(sample_meta(sample, where_of(sample)).get("scene_id", ""))
+
+
+def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0, backgrounds: Any = None) -> Any:
     """A webdataset pipeline of batches (see module doc) over `cfg.split`'s shards.
 
     With shuffle_buffer > 0 the shard order is permuted and samples go through a shuffle buffer, both seeded by
-    (seed, epoch), so an epoch's order is reproducible. Errors propagate (no sample is silently skipped).
+    (seed, epoch), so an epoch's order is reproducible. `backgrounds` (a bgaug.BackgroundBank) is needed when
+    cfg.bg_aug > 0.
     """
     import webdataset as wds
+    from perfdata.downstream import bgaug
 
     urls = data.urls(cfg.split)
     if not urls:
-        raise InputError(data.root / "index.json", f"no shards of split {cfg.split!r}")
+        raise InputError(f"{data.root}/{INDEX_NAME}", f"no shards of split {cfg.split!r}")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch size must be positive, got {cfg.batch_size}")
-    rng = random.Random(cfg.seed * 100003 + epoch)
-    stages: list[Any] = []
-    if cfg.shuffle_buffer > 0:
-        rng.shuffle(urls)
-    stages += [wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.reraise_exception)]
-    if cfg.shuffle_buffer > 0:
-        stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=rng))
-    stages += [
-        wds.map(lambda s: decode_view(s, cfg.size, cfg.with_labels), handler=wds.reraise_exception),
-        wds.batched(cfg.batch_size, collation_fn=collate_views, partial=True),
-    ]
+    if not 0.0 <= cfg.bg_aug <= 1.0:
+        raise ConfigError(f"--bg-aug is a probability in [0, 1], got {cfg.bg_aug}")
+    if cfg.bg_aug and backgrounds is None:
+        raise ConfigError("background augmentation needs the split's background bank")
+    shuffle = cfg.shuffle_buffer > 0
+    stages: list[Any] = [wds.SimpleShardList(epoch_urls(urls, cfg.seed, epoch, shuffle)), wds.split_by_node,
+                         wds.split_by_worker, wds.tarfile_to_samples(handler=wds.reraise_exception)]
+    if cfg.scenes:
+        keep = frozenset(data.split_scenes(cfg.split, cfg.scenes))
+        stages.append(wds.select(lambda s: _scene_of(s) in keep))
+    if shuffle:
+        stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
+                                  rng=random.Random(cfg.seed * 100003 + epoch)))
+    stages.append(functools.partial(decode_stage, cfg=cfg, classes=data.classes))
+    if cfg.bg_aug:
+        stages.append(functools.partial(bgaug.augment_stage, bank=backgrounds, p=cfg.bg_aug, seed=cfg.seed,
+                                        epoch=epoch))
+    stages.append(functools.partial(batch_stage, batch_size=cfg.batch_size))
     return wds.DataPipeline(*stages)
 
 
-# ------------------------------------------------------------------------------------------------ 3D: store
-
-
-def grid_features(vol: torch.Tensor, n_sh: int) -> torch.Tensor:
-    """(2 + n_sh, D, D, D) store.dense_grid volume -> (5, D, D, D) features (GRID_CHANNELS)."""
-    assert vol.ndim == 4 and vol.shape[0] == 2 + n_sh, f"expected (2 + {n_sh}, D, D, D), got {tuple(vol.shape)}"
-    occ = vol[0]
-    per = n_sh // 3
-    dc = vol[[2, 2 + per, 2 + 2 * per]] * SH_C0 + 0.5
-    dc = dc * (occ > 0).to(dc.dtype)
-    return torch.cat([occ[None], torch.log1p(vol[1].clamp(min=0))[None], dc], dim=0).contiguous()
-
-
-def cell_index(grid: SparseGrid, reso: int) -> np.ndarray:
-    """(n,) int64 flat index of the reso^3 cell holding each voxel's centre (the cells store.densify uses)."""
-    src = np.asarray(grid.reso, dtype=np.float64)
-    cell = np.floor((grid.coords + 0.5) / src * reso).astype(np.int64).clip(0, reso - 1)
-    return (cell[:, 0] * reso + cell[:, 1]) * reso + cell[:, 2]
-
-
-def dense_labels(grid: SparseGrid, reso: int, n_classes: int) -> torch.Tensor:
-    """(D, D, D) int64 majority voxel label per cell; -1 where no voxel with a label in [0, n_classes) falls."""
-    if grid.labels is None:
-        raise InputError(None, "scene has no labels array")
-    labels = grid.labels.astype(np.int64)
-    keep = (labels >= 0) & (labels < n_classes)
-    flat = torch.from_numpy(cell_index(grid, reso)[keep] * n_classes + labels[keep])
-    votes = torch.zeros(reso**3 * n_classes).index_add_(0, flat, torch.ones(len(flat))).view(reso**3, n_classes)
-    out = votes.argmax(dim=1)
-    out[votes.sum(dim=1) == 0] = IGNORE_3D
-    return out.view(reso, reso, reso)
-
-
-class StoreGridDataset(torch.utils.data.Dataset):
-    """Scenes of a store as dense grids: item i = {"x": (5, D, D, D) float32, "y": ...} (see module doc).
-
-    task "cls": y is the () int64 index of the scene's class_name in `classes`; task "seg": y is the (D, D, D)
-    int64 dense voxel labels (-1 = ignore) of `n_classes` classes. `preload` reads every scene once up front
-    (small datasets); otherwise each item is read from the store when asked for.
-    """
-
-    def __init__(self, store: Store, scene_ids: Sequence[str], reso: int, task: str,
-                 classes: Sequence[str] = (), n_classes: int = 0, preload: bool = False) -> None:
-        if task not in ("cls", "seg"):
-            raise ConfigError(f"task must be 'cls' or 'seg', got {task!r}")
-        if reso < 4:
-            raise ConfigError(f"grid resolution must be at least 4, got {reso}")
-        self.store, self.ids, self.reso, self.task = store, list(scene_ids), reso, task
-        self.classes, self.n_classes = tuple(classes), n_classes
-        self._items = [self.load(i) for i in range(len(self.ids))] if preload else None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self._items[i] if self._items is not None else self.load(i)
-
-    def load(self, i: int) -> dict[str, torch.Tensor]:
-        """Read scene i from the store (see class doc for the shapes)."""
-        sid = self.ids[i]
-        grid = self.store.read_scene(sid)
-        x = grid_features(densify(grid, self.reso), grid.sh.shape[1])
-        where = f"{self.store.loc.url}/{self.store.loc.scene_key(sid)}"
-        if self.task == "cls":
-            name = self.store.scene_attrs(sid).class_name
-            if name not in self.classes:
-                raise InputError(where, f"class_name {name!r} is not one of the store's classes {list(self.classes)}")
-            return {"x": x, "y": torch.tensor(self.classes.index(name), dtype=torch.int64)}
-        if grid.labels is None:
-            raise InputError(where, "scene has no 'labels' array; seg3d needs per-voxel labels")
-        return {"x": x, "y": dense_labels(grid, self.reso, self.n_classes)}
-
-
-def collate_items(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Items of StoreGridDataset -> {"x": (B, 5, D, D, D), "y": (B,) or (B, D, D, D)}."""
-    return {"x": torch.stack([it["x"] for it in items]), "y": torch.stack([it["y"] for it in items])}
-
-
-def store_seg_classes(store: Store, scene_ids: Sequence[str]) -> tuple[str, ...]:
-    """Label names of a store's scenes for seg3d: `extra["label_names"]` (all scenes that have them must agree);
-    lacking them, "0".."max label". A scene without a labels array is an InputError naming it."""
-    names: tuple[str, ...] | None = None
-    max_label = -1
-    for sid in scene_ids:
-        where = f"{store.loc.url}/{store.loc.scene_key(sid)}"
-        arr = store.array(sid, "labels")
-        if arr is None:
-            raise InputError(where, "scene has no 'labels' array; seg3d needs per-voxel labels")
-        max_label = max(max_label, int(np.asarray(arr[:]).max(initial=-1)))
-        found = store.scene_attrs(sid).extra.get("label_names")
-        if found is not None:
-            if names is not None and tuple(found) != names:
-                raise InputError(where, f"label_names {list(found)} differ from other scenes' {list(names)}")
-            names = tuple(str(n) for n in found)
-    if names is None:
-        if max_label < 0:
-            raise InputError(store.loc.url, "no scene has any labelled voxel")
-        names = tuple(str(i) for i in range(max_label + 1))
-    return names
-
-
-def iter_batches(ds: StoreGridDataset, batch_size: int, seed: int | None, epoch: int = 0) -> Iterator[dict]:
-    """Batches of `ds` (collate_items); shuffled by (seed, epoch) when seed is not None."""
-    order = np.arange(len(ds))
-    if seed is not None:
-        order = np.random.default_rng([seed, epoch]).permutation(len(ds))
-    for start in range(0, len(order), batch_size):
-        yield collate_items([ds[int(i)] for i in order[start:start + batch_size]])
+def worker_loader(pipeline: Any, workers: int, seed: int) -> Iterable[dict[str, Any]]:
+    """`pipeline` itself (workers 0) or a DataLoader running it in `workers` processes (batches are made in the
+    workers; their outputs interleave in a fixed round-robin order, so the stream stays deterministic)."""
+    if workers <= 0:
+        return pipeline
+    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers,
+                                       generator=torch.Generator().manual_seed(seed))

@@ -1,8 +1,10 @@
-"""A tiny line-plot rasteriser (numpy only) for training curves, written as PNG with imageio (no matplotlib).
+"""Pictures of a training run, drawn with matplotlib (Agg, no pyplot state) and written as PNG atomically.
 
-`curve_image` draws series into panels side by side; each panel is scaled to its own series' range and has a
-frame and light horizontal grid lines at quarters of that range. No text: the colours are documented by the
-caller (train.py: train loss blue, train accuracy green, val metric orange).
+    write_curves(path, epochs)               training curves: loss (left); train / val metric (right)
+    write_confusion(path, conf, classes)     confusion matrix (rows truth, columns prediction), counts annotated
+    write_sample_grid(path, images, titles)  a grid of images with a title each (cls2d: misclassified val views)
+
+Every function builds its own `matplotlib.figure.Figure`, so concurrent runs never share a global figure.
 """
 
 from __future__ import annotations
@@ -14,65 +16,83 @@ import numpy as np
 
 from perfdata.atomic import atomic_path
 
-COLOURS = {"blue": (31, 119, 180), "orange": (255, 127, 14), "green": (44, 160, 44), "red": (214, 39, 40)}
+
+def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib types stay lazy
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def draw_line(img: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], colour: Sequence[int],
-              width: int = 2) -> None:
-    """Draw a segment from p0 to p1 ((x, y) pixels) into img (H, W, 3) uint8 in place, `width` px thick."""
-    n = int(max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1]))) * 2 + 1
-    xs = np.linspace(p0[0], p1[0], n)
-    ys = np.linspace(p0[1], p1[1], n)
-    h, w = img.shape[:2]
-    for dx in range(width):
-        for dy in range(width):
-            xi = np.clip(np.round(xs).astype(int) + dx - width // 2, 0, w - 1)
-            yi = np.clip(np.round(ys).astype(int) + dy - width // 2, 0, h - 1)
-            img[yi, xi] = colour
-
-
-def draw_panel(img: np.ndarray, box: tuple[int, int, int, int], series: Sequence[tuple[Sequence[float], str]],
-               y_range: tuple[float, float] | None = None) -> None:
-    """Plot series [(values, colour name)] into box (x0, y0, x1, y1) of img (H, W, 3) uint8, in place.
-
-    x spans the values' indices; y spans y_range (default: min..max of all finite values). nan values break
-    the line.
-    """
-    x0, y0, x1, y1 = box
-    for frac in (0.25, 0.5, 0.75):
-        y = int(round(y1 - frac * (y1 - y0)))
-        img[y, x0:x1] = (225, 225, 225)
-    img[y0, x0:x1 + 1] = img[y1, x0:x1 + 1] = 0
-    img[y0:y1 + 1, x0] = img[y0:y1 + 1, x1] = 0
-    finite = [v for vals, _ in series for v in vals if np.isfinite(v)]
-    if not finite:
-        return
-    lo, hi = y_range if y_range is not None else (min(finite), max(finite))
-    hi = hi if hi > lo else lo + 1.0
-    pad = 4
-    for vals, colour in series:
-        n = len(vals)
-        pts = [(x0 + pad + (x1 - x0 - 2 * pad) * (i / max(n - 1, 1)),
-                y1 - pad - (y1 - y0 - 2 * pad) * (float(v) - lo) / (hi - lo)) for i, v in enumerate(vals)]
-        for i, v in enumerate(vals):
-            if not np.isfinite(v):
-                continue
-            nxt = i + 1 < n and np.isfinite(vals[i + 1])
-            draw_line(img, pts[i], pts[i + 1] if nxt else pts[i], COLOURS[colour])
-
-
-def curve_image(panels: Sequence[tuple[Sequence[tuple[Sequence[float], str]], tuple[float, float] | None]],
-                height: int = 200, panel_width: int = 260) -> np.ndarray:
-    """(height, n_panels * panel_width, 3) uint8 white image with one panel per (series, y_range)."""
-    img = np.full((height, panel_width * len(panels), 3), 255, dtype=np.uint8)
-    for i, (series, y_range) in enumerate(panels):
-        draw_panel(img, (i * panel_width + 10, 10, (i + 1) * panel_width - 10, height - 10), series, y_range)
-    return img
-
-
-def write_png(path: str | Path, img: np.ndarray) -> None:
-    """Write img (H, W, 3) uint8 as PNG, atomically."""
-    import imageio.v3 as iio
-
+def _save(fig, path: str | Path) -> None:  # noqa: ANN001
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, img, extension=".png")
+        fig.savefig(tmp, format="png")
+
+
+def write_curves(path: str | Path, train_loss: Sequence[float], train_metric: Sequence[float],
+                 val_metric: Sequence[float], metric: str, extra: dict[str, Sequence[float]] | None = None) -> None:
+    """Two panels over epochs 1..n: train loss; train and val `metric` (and any `extra` series) in [0, 1].
+
+    Series are per epoch; nan values leave gaps.
+    """
+    fig = _figure(9.0, 3.4)
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    epochs = np.arange(1, len(train_loss) + 1)
+    ax_loss.plot(epochs, train_loss, marker="o", color="tab:blue", label="train loss")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
+    ax_loss.set_ylim(bottom=0.0)
+    ax_metric.plot(epochs, train_metric, marker="o", color="tab:green", label=f"train {metric}")
+    ax_metric.plot(epochs, val_metric, marker="s", color="tab:orange", label=f"val {metric}")
+    for (name, values), colour in zip((extra or {}).items(), ("tab:purple", "tab:red", "tab:brown"), strict=False):
+        ax_metric.plot(epochs, values, marker="^", color=colour, label=name)
+    ax_metric.set(xlabel="epoch", ylabel=metric, title=metric, ylim=(0.0, 1.02))
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    _save(fig, path)
+
+
+def write_confusion(path: str | Path, conf: np.ndarray, classes: Sequence[str], title: str = "val confusion") -> None:
+    """A (C, C) confusion matrix (rows truth, columns prediction) as an image, rows normalised for the colour
+    and the raw counts written in each cell."""
+    conf = np.asarray(conf, dtype=np.int64)
+    assert conf.ndim == 2 and conf.shape == (len(classes), len(classes)), (
+        f"confusion {conf.shape} does not match {len(classes)} classes")
+    n = len(classes)
+    side = min(2.0 + 0.55 * n, 14.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.subplots()
+    rows = conf.sum(axis=1, keepdims=True)
+    frac = np.divide(conf, rows, out=np.zeros(conf.shape, np.float64), where=rows > 0)
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    if n <= 30:
+        for t in range(n):
+            for p in range(n):
+                ax.text(p, t, str(conf[t, p]), ha="center", va="center", fontsize=7,
+                        color="white" if frac[t, p] > 0.5 else "black")
+    _save(fig, path)
+
+
+def write_sample_grid(path: str | Path, images: Sequence[np.ndarray], titles: Sequence[str], columns: int = 8,
+                      title: str = "") -> None:
+    """Images (H, W, 3) float in [0, 1] or uint8, each with a short title, in a grid of `columns`; an empty
+    list gives a picture that says so."""
+    assert len(images) == len(titles), f"{len(images)} images but {len(titles)} titles"
+    cols = max(1, min(columns, len(images)))
+    rows = max(1, -(-len(images) // cols))
+    fig = _figure(1.6 * cols + 0.4, 1.7 * rows + 0.5)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, img, name in zip(axes, images, titles, strict=False):
+        ax.imshow(np.asarray(img), interpolation="nearest")
+        ax.set_title(name, fontsize=7)
+    if not images:
+        axes[0].text(0.5, 0.5, "none", ha="center", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, path)

@@ -1,21 +1,25 @@
-"""Downstream trainers: `train(cfg) -> TrainResult` for cls2d (views from shards), cls3d and seg3d (dense grids
-from a store).
+"""Downstream trainers: `train(cfg) -> TrainResult` for cls2d (views from shards), cls3d and seg3d (per-cell
+features of a store's scenes, on a dense 3D CNN / U-Net or a sparse spconv one).
 
-Seeded (model init, shard order, shuffle buffers, batch order and the store's scene split all come from
-cfg.seed), AdamW, a fixed number of epochs; each epoch ends with an evaluation on the val split (shards: the
-`val` shards of index.json; store: `perfdata.devices.split_scene_ids`). Writes, each atomically:
+Seeded (model init, shard order, shuffle buffers, augmentation, batch order and the store's scene split all come
+from cfg.seed), AdamW with a per-epoch cosine learning-rate schedule; each epoch ends with an evaluation on the
+val split (shards: the `val` shards; store: `perfdata.devices.split_scene_ids`) and a checkpoint, so `resume`
+continues a killed run and ends where an uninterrupted one would. Runs data-parallel when started by torchrun or
+`launch` (distributed.py). Rank 0 writes into OUT (each file atomically; names are stable, for reports to link):
 
-    OUT/metrics.json       format_version, task, config, seed, classes, metric ("accuracy" or "miou"), per-epoch
-                           train loss / train metric / val metric / seconds, final val metrics (confusion matrix,
-                           per-class IoU for seg3d), sizes, device, wall seconds, versions
-    OUT/model.safetensors  the weights (no pickle); metadata: task, arch, classes, in_channels, widths
-    OUT/curve.png          left: train loss (blue); right: train metric (green) and val metric (orange) on [0, 1]
+    metrics.json        format_version, task, config, seed, classes, metric, per-epoch train loss / train metric /
+                        val metric / lr / seconds, final val metrics (confusion, per-class IoU for seg3d, source-image
+                        top-1 with --eval-images), sizes, world size, device, wall seconds, versions, pictures
+    model.safetensors   the weights (no pickle); metadata: task, arch, backbone, features, classes, in_channels, widths
+    checkpoint.pt       the resumable training state (checkpoint.py)
+    curve.png           training curves (matplotlib): loss; train / val metric (and source-image top-1)
+    confusion.png       the final val confusion matrix
+    misclassified.png   cls2d: a grid of misclassified val views, each titled true -> predicted
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -26,19 +30,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from perfdata.downstream import loaders as L
-from perfdata.downstream.metrics import confusion_accuracy, confusion_matrix, mean_iou, per_class_iou
-from perfdata.downstream.models2d import ResNetClassifier
-from perfdata.downstream.models3d import Grid3dClassifier, UNet3d
-from perfdata.downstream.plot import curve_image, write_png
+from perfdata.downstream import checkpoint as C
+from perfdata.downstream import distributed as D
+from perfdata.downstream.grids import FEATURE_SETS
+from perfdata.downstream.metrics import confusion_accuracy, confusion_matrix, mean_iou
+from perfdata.downstream.tasks import TaskData, check_sample_count, prepare_shards, prepare_store
 from torch import nn
 
-from perfdata.atomic import atomic_path, write_json
-from perfdata.devices import resolve_device, split_scene_ids, versions
+from perfdata.devices import resolve_device
 from perfdata.errors import ConfigError, FitError, InputError
 
 TASKS = ("cls2d", "cls3d", "seg3d")
+BACKBONES = ("dense", "sparse")
 METRICS_FORMAT_VERSION = 1
+RESUME_FREE = ("resume", "workers", "device", "eval_images", "verify", "preload")
+"""Config fields that may differ between a run and its --resume."""
 
 
 @dataclass(frozen=True)
@@ -46,29 +52,26 @@ class TrainConfig:
     """One downstream training run."""
 
     task: str
-    """"cls2d" (views from shards), "cls3d" or "seg3d" (dense grids from a store)."""
+    """"cls2d" (views from shards), "cls3d" or "seg3d" (grids from a store)."""
     data: str
-    """Shard folder with index.json (cls2d) or store path / fsspec URL (cls3d, seg3d)."""
+    """Shard folder or URL with index.json (cls2d) or store path / fsspec URL (cls3d, seg3d)."""
     out: str
-    """Output folder: metrics.json, model.safetensors, curve.png."""
+    """Output folder (see the module doc)."""
     epochs: int = 10
-    """Passes over the training split."""
     batch_size: int = 16
-    """Samples (views or scenes) per step."""
+    """Samples (views or scenes) per step and process."""
     lr: float = 3e-3
-    """AdamW learning rate (constant)."""
+    """AdamW learning rate at the start (cosine decay to 1 % over the epochs)."""
     weight_decay: float = 1e-4
-    """AdamW weight decay."""
     seed: int = 0
-    """Seed of everything random in the run."""
     device: str = "auto"
     """"auto" (cuda when available), "cpu" or "cuda"."""
     size: int = 32
     """cls2d: images are resized to size x size."""
     reso: int = 32
-    """cls3d / seg3d: dense grid resolution D (seg3d: divisible by 2 ** (len(widths) - 1))."""
+    """cls3d / seg3d: grid resolution D (dense seg3d: divisible by 2 ** (len(widths) - 1))."""
     val_fraction: float = 0.25
-    """cls3d / seg3d: fraction of the store's scenes held out for val."""
+    """cls3d / seg3d: fraction of the chosen scenes held out for val."""
     widths: tuple[int, ...] = (16, 32, 64)
     """Channels per stage of the model."""
     shuffle_buffer: int = 256
@@ -76,35 +79,67 @@ class TrainConfig:
     verify: bool = False
     """cls2d: check every shard's sha256 against index.json before training."""
     preload: bool = True
-    """cls3d / seg3d: read every scene's grid once up front (else from the store at every step)."""
+    """cls3d / seg3d: read every scene once up front (else from the store at every step)."""
+    bg_aug: float = 0.0
+    """cls2d: probability of background augmentation (bgaug.py)."""
+    features: str = "sh+density"
+    """cls3d / seg3d: per-cell inputs, one of grids.FEATURE_SETS."""
+    backbone: str = "dense"
+    """cls3d / seg3d: "dense" (3D CNN / U-Net) or "sparse" (spconv)."""
+    workers: int = 0
+    """DataLoader worker processes per training process."""
+    scenes: tuple[str, ...] = ()
+    """Scene ids or globs to train and evaluate on (empty: all)."""
+    eval_images: str = ""
+    """cls2d: READER:PATH of the source captures; the held-out scenes' source images are scored too."""
+    val_data: str = ""
+    """cls2d: a separate shard folder whose val split is used (classes must match)."""
+    skip_bad: bool = False
+    """cls2d: skip (count and log) bad samples instead of stopping."""
+    resume: bool = False
+    """Continue from OUT/checkpoint.pt when it exists."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
+        return {**dataclasses.asdict(self), "widths": list(self.widths), "scenes": list(self.scenes)}
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.widths or self.workers < 0:
+            raise ConfigError("epochs and batch size must be positive, workers >= 0 and widths non-empty")
+        if self.features not in FEATURE_SETS or self.backbone not in BACKBONES:
+            raise ConfigError(f"--features must be one of {', '.join(FEATURE_SETS)} and --backbone one of "
+                              f"{', '.join(BACKBONES)}")
+        if not 0.0 <= self.bg_aug <= 1.0:
+            raise ConfigError(f"--bg-aug is a probability in [0, 1], got {self.bg_aug}")
+        if self.eval_images:
+            from perfdata.downstream.outputs import parse_reader_path
+
+            parse_reader_path(self.eval_images)
 
 
 @dataclass(frozen=True)
 class EpochStats:
-    """Numbers of one epoch."""
-
     epoch: int
     train_loss: float
-    """Mean loss over the epoch's steps."""
+    """Mean loss over the epoch's steps (all processes)."""
     train_metric: float
     """Accuracy (cls) or mIoU (seg) of the epoch's training predictions (model in train mode)."""
     val_metric: float
     """Accuracy (cls) or mIoU (seg) on the val split after the epoch (nan without a val split)."""
     seconds: float
+    lr: float = math.nan
+    n_samples: int = 0
+    """Training samples seen (all processes)."""
+    n_skipped: int = 0
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run measured and wrote."""
-
     out_dir: Path
     task: str
     classes: tuple[str, ...]
     metric: str
-    """"accuracy" or "miou"."""
     epochs: tuple[EpochStats, ...]
     val_confusion: list[list[int]]
     """(C, C) val confusion matrix after the last epoch (rows truth); empty without a val split."""
@@ -114,7 +149,7 @@ class TrainResult:
     device: str
     wall_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
-    """Task-specific results (seg3d: val_per_class_iou, val_accuracy)."""
+    """seg3d: val_per_class_iou, val_accuracy; --eval-images: source_top1 and source_confusion; resumed_at."""
 
     @property
     def final(self) -> EpochStats:
@@ -122,181 +157,191 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class TaskData:
-    """A task's data, ready to iterate: batches are {"x": inputs, "y": targets} (see perfdata.downstream.loaders)."""
+class TrainHooks:
+    """Callbacks for tests and tools: on_step(epoch, step, batch, model) after each optimiser step, on_epoch(stats)
+    after each epoch's checkpoint (an exception there stops the run as a crash would)."""
 
-    classes: tuple[str, ...]
-    in_channels: int
-    ignore_index: int | None
-    train_batches: Callable[[int], Iterable[dict[str, Any]]]
-    """epoch -> that epoch's (shuffled) training batches."""
-    val_batches: Callable[[], Iterable[dict[str, Any]]] | None
-    n_train: int
-    n_val: int
-    splits: dict[str, Any] = field(default_factory=dict)
+    on_step: Callable[[int, int, dict[str, Any], nn.Module], None] | None = None
+    on_epoch: Callable[[EpochStats], None] | None = None
 
 
-def prepare_shards(cfg: TrainConfig) -> TaskData:
-    """cls2d data: the train / val shards of cfg.data."""
-    data = L.ShardData.open(cfg.data, verify=cfg.verify)
-    if not data.shards.get("train"):
-        raise InputError(Path(cfg.data) / "index.json", "no train shards")
-    train_cfg = L.ShardLoaderConfig("train", cfg.batch_size, cfg.size, cfg.shuffle_buffer, cfg.seed)
-    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0)
-    has_val = bool(data.shards.get("val"))
-    return TaskData(
-        classes=data.classes, in_channels=3, ignore_index=None,
-        train_batches=lambda epoch: L.shard_pipeline(data, train_cfg, epoch),
-        val_batches=(lambda: L.shard_pipeline(data, val_cfg)) if has_val else None,
-        n_train=data.n_samples.get("train", 0), n_val=data.n_samples.get("val", 0),
-        splits={"shards": {k: list(v) for k, v in data.shards.items()}},
-    )
+def build_model(task: str, in_channels: int, n_classes: int, widths: tuple[int, ...], backbone: str = "dense") -> nn.Module:
+    """ResNetClassifier (cls2d); Grid3dClassifier / UNet3d (dense) or SparseClassifier / SparseUNet (sparse)."""
+    from perfdata.downstream.models2d import ResNetClassifier
+    from perfdata.downstream.models3d import Grid3dClassifier, UNet3d
+
+    if task == "cls2d":
+        return ResNetClassifier(in_channels, n_classes, widths)
+    if backbone == "sparse":
+        from perfdata.downstream.sparse3d import SparseClassifier, SparseUNet
+
+        return (SparseClassifier if task == "cls3d" else SparseUNet)(in_channels, n_classes, widths)
+    return (Grid3dClassifier if task == "cls3d" else UNet3d)(in_channels, n_classes, widths)
 
 
-def prepare_store(cfg: TrainConfig) -> TaskData:
-    """cls3d / seg3d data: the store's scenes split by (val_fraction, seed) into dense-grid datasets."""
-    from perfdata.store import open_store
+def forward(model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of a batch: dense {"x", "y"} or sparse {"coords", "feats", "y", ...} (grids.py)."""
+    if "coords" in batch:
+        from perfdata.downstream.sparse3d import sparse_input
 
-    store = open_store(cfg.data)
-    if not store.scene_ids:
-        raise InputError(cfg.data, "store has no complete scenes")
-    split = split_scene_ids(store.scene_ids, cfg.val_fraction, cfg.seed)
-    if cfg.task == "cls3d":
-        classes, task, ignore = store.root.classes, "cls", None
-        if not classes:
-            raise InputError(cfg.data, "store has no class names (root attrs 'classes' is empty); "
-                             "cls3d needs scenes exported with a class_name")
-    else:
-        factor = 2 ** (len(cfg.widths) - 1)
-        if cfg.reso % factor:
-            raise ConfigError(f"seg3d needs --reso divisible by {factor}, got {cfg.reso}")
-        classes, task, ignore = L.store_seg_classes(store, store.scene_ids), "seg", L.IGNORE_3D
-    sets = {k: L.StoreGridDataset(store, v, cfg.reso, task, classes, len(classes), cfg.preload)
-            for k, v in split.items()}
-    return TaskData(
-        classes=tuple(classes), in_channels=len(L.GRID_CHANNELS), ignore_index=ignore,
-        train_batches=lambda epoch: L.iter_batches(sets["train"], cfg.batch_size, cfg.seed, epoch),
-        val_batches=(lambda: L.iter_batches(sets["val"], cfg.batch_size, None)) if split["val"] else None,
-        n_train=len(split["train"]), n_val=len(split["val"]), splits={"scenes": split},
-    )
+        return model(sparse_input(batch, device)), batch["y"].to(device)
+    return model(batch["x"].to(device)), batch["y"].to(device)
 
 
-def build_model(task: str, in_channels: int, n_classes: int, widths: tuple[int, ...]) -> nn.Module:
-    """The model of a task: ResNetClassifier (cls2d), Grid3dClassifier (cls3d), UNet3d (seg3d)."""
-    arch = {"cls2d": ResNetClassifier, "cls3d": Grid3dClassifier, "seg3d": UNet3d}[task]
-    return arch(in_channels, n_classes, widths)
-
-
-def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.optim.Optimizer, n_classes: int,
-              ignore_index: int | None, device: torch.device) -> tuple[float, torch.Tensor]:
-    """One training pass: (mean loss over steps, (C, C) confusion of the training predictions)."""
-    model.train()
-    losses, conf = [], torch.zeros(n_classes, n_classes, dtype=torch.int64)
+def nonempty(batches: Iterable[dict[str, Any]], skipped: list[int]) -> Iterable[dict[str, Any]]:
+    """Batches with at least one sample; the skipped-sample counts they carry are added to skipped[0]."""
     for batch in batches:
-        x, y = batch["x"].to(device), batch["y"].to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, ignore_index=-100 if ignore_index is None else ignore_index)
+        skipped[0] += int(batch.get("n_skipped", 0))
+        if len(batch["y"]):
+            yield batch
+
+
+def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.optim.Optimizer, data: TaskData,
+              device: torch.device, dist: D.DistInfo, hooks: TrainHooks, epoch: int) -> tuple[float, torch.Tensor, int, int]:
+    """One training pass: (mean loss over steps, (C, C) confusion, samples seen, samples skipped), over ranks."""
+    model.train()
+    n_classes = len(data.classes)
+    ignore = -100 if data.ignore_index is None else data.ignore_index
+    conf = torch.zeros(n_classes, n_classes, dtype=torch.int64)
+    loss_sum, steps, seen, skipped = 0.0, 0, 0, [0]
+    for batch in D.even_batches(nonempty(batches, skipped), dist, device):
+        logits, y = forward(model, batch, device)
+        loss = F.cross_entropy(logits, y, ignore_index=ignore)
         if not torch.isfinite(loss):
-            raise FitError(f"training loss became {float(loss)} at step {len(losses)}")
+            raise FitError(f"training loss became {float(loss)} at epoch {epoch} step {steps}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-        conf += confusion_matrix(logits.argmax(1).cpu(), y.cpu(), n_classes, ignore_index)
-    if not losses:
+        loss_sum, steps, seen = loss_sum + float(loss.detach()), steps + 1, seen + len(batch["y"])
+        conf += confusion_matrix(logits.argmax(1).cpu(), y.cpu(), n_classes, data.ignore_index)
+        if hooks.on_step is not None:
+            hooks.on_step(epoch, steps - 1, batch, model)
+    totals = D.all_sum(torch.tensor([loss_sum, steps, seen, skipped[0]], dtype=torch.float64), dist, device)
+    if totals[1] == 0:
         raise InputError(None, "the training split gave no batches")
-    return float(np.mean(losses)), conf
+    return float(totals[0] / totals[1]), D.all_sum(conf, dist, device), int(totals[2]), int(totals[3])
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], n_classes: int, ignore_index: int | None,
-             device: torch.device) -> torch.Tensor:
-    """(C, C) confusion matrix of the model (eval mode) over `batches`."""
+def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], data: TaskData, device: torch.device,
+             dist: D.DistInfo, collect: int = 0) -> tuple[torch.Tensor, list[tuple[np.ndarray, str]]]:
+    """((C, C) confusion over all ranks' val parts, up to `collect` misclassified (image (H, W, 3), title) of
+    this rank's part, cls2d only)."""
+    model = D.unwrap(model)
     model.eval()
-    conf = torch.zeros(n_classes, n_classes, dtype=torch.int64)
-    for batch in batches:
-        pred = model(batch["x"].to(device)).argmax(1).cpu()
-        conf += confusion_matrix(pred, batch["y"], n_classes, ignore_index)
-    return conf
+    n = len(data.classes)
+    conf = torch.zeros(n, n, dtype=torch.int64)
+    wrong: list[tuple[np.ndarray, str]] = []
+    for batch in nonempty(batches, [0]):
+        logits, y = forward(model, batch, device)
+        pred = logits.argmax(1).cpu()
+        conf += confusion_matrix(pred, y.cpu(), n, data.ignore_index)
+        if collect and "x" in batch and pred.ndim == 1:
+            for i in torch.nonzero(pred != y.cpu()).flatten().tolist()[: collect - len(wrong)]:
+                title = f"{data.classes[int(y[i])]} -> {data.classes[int(pred[i])]}\n{batch['key'][i][-24:]}"
+                wrong.append((batch["x"][i].permute(1, 2, 0).numpy().clip(0, 1), title))
+    return D.all_sum(conf, dist, device), wrong
 
 
 def score(conf: torch.Tensor, task: str) -> float:
-    """The task's headline metric from a confusion matrix: mIoU (seg3d) or accuracy."""
     return mean_iou(conf) if task == "seg3d" else confusion_accuracy(conf)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train cfg.task's model, evaluate on val after every epoch, write OUT/{metrics.json, model.safetensors,
-    curve.png}. Bad data raises InputError naming it; bad options raise ConfigError."""
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.widths:
-        raise ConfigError("epochs and batch size must be positive and widths non-empty")
+def checkpoint_config(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE}
+
+
+def restore(cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> tuple[int, list, dict]:
+    """(epochs done, history, checkpoint) from OUT/checkpoint.pt into model / opt / sched (RNG states too);
+    a checkpoint of another configuration is a ConfigError naming the differing fields."""
+    import json
+
+    path = Path(cfg.out) / C.CHECKPOINT_NAME
+    state = C.load_checkpoint(path)
+    saved, now = json.loads(state["config"]), checkpoint_config(cfg)
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"--resume: {path} was written by a run with other settings "
+                          f"({', '.join(f'{k}={saved.get(k)!r}' for k in diff)})")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise InputError(path, f"checkpoint does not fit this model ({type(exc).__name__}: {exc})") from None
+    C.set_rng_state(state["rng"])
+    return int(state["epoch"]), [EpochStats(**e) for e in json.loads(state["history"])], state
+
+
+def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
+    """Train cfg.task's model (data-parallel under torchrun / launch), evaluate on val after every epoch,
+    checkpoint, and write OUT (module doc) from rank 0. Bad data raises InputError; bad options ConfigError."""
+    cfg.check()
+    dist = D.dist_from_env()
+    device = D.setup(dist, resolve_device(cfg.device))
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return _train(cfg, hooks or TrainHooks(), dist, device)
+    finally:
+        D.teardown(dist)
+
+
+def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.device) -> TrainResult:
+    import json
+
+    from perfdata.downstream.outputs import check_source_scenes, source_image_scores, write_outputs
+
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    data = prepare_shards(cfg) if cfg.task == "cls2d" else prepare_store(cfg)
-    n_classes = len(data.classes)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.task, data.in_channels, n_classes, cfg.widths).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        stats, conf = [], torch.zeros(0, 0, dtype=torch.int64)
-        for epoch in range(cfg.epochs):
-            t0 = time.perf_counter()
-            loss, train_conf = run_epoch(model, data.train_batches(epoch), opt, n_classes, data.ignore_index, device)
-            val = math.nan
-            if data.val_batches is not None:
-                conf = evaluate(model, data.val_batches(), n_classes, data.ignore_index, device)
-                val = score(conf, cfg.task)
-            stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0))
-    extra: dict[str, Any] = {"splits": data.splits}
-    if cfg.task == "seg3d" and conf.numel():
-        extra["val_per_class_iou"] = [None if math.isnan(v) else v for v in per_class_iou(conf).tolist()]
-        extra["val_accuracy"] = confusion_accuracy(conf)
+    data = prepare_shards(cfg, dist) if cfg.task == "cls2d" else prepare_store(cfg, dist)
+    if cfg.eval_images:
+        check_source_scenes(cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.task, data.in_channels, len(data.classes), cfg.widths, cfg.backbone).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.01)
+    done, stats, conf, resumed_at = 0, [], torch.zeros(0, 0, dtype=torch.int64), None
+    if cfg.resume and (Path(cfg.out) / C.CHECKPOINT_NAME).is_file():
+        done, stats, state = restore(cfg, model, opt, sched)
+        conf, resumed_at = state.get("val_confusion", conf), done
+    net = D.wrap_model(model, dist, device)
+    wrong: list[tuple[np.ndarray, str]] = []
+    collect = 32 if cfg.task == "cls2d" and dist.is_main else 0
+    for epoch in range(done, cfg.epochs):
+        t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
+        loss, train_conf, seen, skipped = run_epoch(net, data.train_batches(epoch), opt, data, device, dist, hooks, epoch)
+        check_sample_count(data, seen, skipped)
+        sched.step()
+        val = math.nan
+        if data.val_batches is not None:
+            conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect if epoch == cfg.epochs - 1 else 0)
+            val = score(conf, cfg.task)
+        stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0, lr, seen, skipped))
+        if dist.is_main:
+            C.save_checkpoint(Path(cfg.out) / C.CHECKPOINT_NAME, {
+                "config": json.dumps(checkpoint_config(cfg)), "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": C.rng_state(),
+                "history": json.dumps([dataclasses.asdict(s) for s in stats]), "val_confusion": conf})
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(stats[-1])
+    if collect and not wrong and data.val_batches is not None and done == cfg.epochs:
+        conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect)
+    extra: dict[str, Any] = {"splits": data.splits, "world_size": dist.world_size, "resumed_at": resumed_at}
+    if cfg.eval_images and dist.is_main:
+        extra.update(source_image_scores(model, cfg, data, device))
     result = TrainResult(
-        out_dir=Path(cfg.out), task=cfg.task, classes=data.classes,
-        metric="miou" if cfg.task == "seg3d" else "accuracy", epochs=tuple(stats), val_confusion=conf.tolist(),
-        n_train=data.n_train, n_val=data.n_val, n_params=sum(p.numel() for p in model.parameters()),
-        device=str(device), wall_seconds=time.perf_counter() - start, extra=extra,
-    )
-    write_outputs(result, cfg, model, data.in_channels)
+        out_dir=Path(cfg.out), task=cfg.task, classes=data.classes, metric="miou" if cfg.task == "seg3d" else "accuracy",
+        epochs=tuple(stats), val_confusion=conf.tolist(), n_train=data.n_train, n_val=data.n_val,
+        n_params=sum(p.numel() for p in model.parameters()), device=str(device),
+        wall_seconds=time.perf_counter() - start, extra=extra)
+    if dist.is_main:
+        write_outputs(result, cfg, model, data.in_channels, wrong)
     return result
-
-
-def _finite(v: float) -> float | None:
-    return None if math.isnan(v) else v
-
-
-def write_outputs(result: TrainResult, cfg: TrainConfig, model: nn.Module, in_channels: int) -> None:
-    """Write model.safetensors, curve.png and (last) metrics.json into result.out_dir, each atomically."""
-    from safetensors.torch import save_file
-
-    out = result.out_dir
-    meta = {"task": cfg.task, "arch": type(model).__name__, "classes": json.dumps(list(result.classes)),
-            "in_channels": str(in_channels), "widths": json.dumps(list(cfg.widths)), "format_version": "1"}
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(weights, str(tmp), metadata=meta)
-    loss = [e.train_loss for e in result.epochs]
-    panels = [([(loss, "blue")], (0.0, max(loss))),
-              ([([e.train_metric for e in result.epochs], "green"), ([e.val_metric for e in result.epochs], "orange")],
-               (0.0, 1.0))]
-    write_png(out / "curve.png", curve_image(panels))
-    write_json(out / "metrics.json", {
-        "format_version": METRICS_FORMAT_VERSION, "task": cfg.task, "config": cfg.to_dict(), "seed": cfg.seed,
-        "classes": list(result.classes), "metric": result.metric,
-        "epochs": [{"epoch": e.epoch, "train_loss": e.train_loss, "train_metric": _finite(e.train_metric),
-                    "val_metric": _finite(e.val_metric), "seconds": e.seconds} for e in result.epochs],
-        "final": {"train_loss": result.final.train_loss, "val_metric": _finite(result.final.val_metric),
-                  "val_confusion": result.val_confusion, **{k: v for k, v in result.extra.items() if k != "splits"}},
-        "n_train": result.n_train, "n_val": result.n_val, "n_params": result.n_params, "device": result.device,
-        "wall_seconds": result.wall_seconds, "versions": versions("webdataset", "zarr"), "splits": result.extra.get("splits", {}),
-        "curve": "left: train loss (blue); right: train metric (green), val metric (orange), y in [0, 1]",
-    })
 
 
 def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, str]]:
     """The trained model (eval mode) and the metadata of OUT/model.safetensors; errors name the file."""
+    import json
+
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -308,7 +353,7 @@ def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dic
             meta = dict(fh.metadata() or {})
         weights = load_file(str(path), device=device)
         classes, widths = json.loads(meta["classes"]), tuple(json.loads(meta["widths"]))
-        model = build_model(meta["task"], int(meta["in_channels"]), len(classes), widths)
+        model = build_model(meta["task"], int(meta["in_channels"]), len(classes), widths, meta.get("backbone", "dense"))
         model.load_state_dict(weights)
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
         raise InputError(path, f"not a perfdata downstream checkpoint ({type(exc).__name__}: {exc})") from None

@@ -9,50 +9,71 @@ import click
 
 from perfdata.commands.common import print_table
 
-
-def _common(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every task shares."""
-    for opt in reversed([
-        click.option("--out", required=True, type=click.Path(), help="Output folder (metrics.json, model, curve)."),
-        click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
-        click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True),
-        click.option("--lr", type=float, default=3e-3, show_default=True, help="AdamW learning rate."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-    ]):
-        f = opt(f)
-    return f
+FEATURES = ("coords", "density", "sh", "sh+density")
 
 
-def _grid_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of the tasks that read dense grids from a store (cls3d, seg3d)."""
-    f = click.option("--val-fraction", type=float, default=0.25, show_default=True,
-                     help="Fraction of scenes for val.")(f)
-    return click.option("--reso", type=click.IntRange(4), default=32, show_default=True,
-                        help="Dense grid resolution.")(f)
+def _options(*opts: Callable[..., Any]) -> Callable[..., Any]:
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return apply
 
 
-def _run_and_report(**kwargs: Any) -> None:
+_common = _options(
+    click.option("--out", required=True, type=click.Path(), help="Output folder (metrics.json, model, pictures)."),
+    click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
+    click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Per process."),
+    click.option("--lr", type=float, default=3e-3, show_default=True, help="AdamW learning rate (cosine decay)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--scenes", multiple=True, help="Scene ids or globs to use (repeatable; default all)."),
+    click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="DataLoader workers."),
+    click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+                 help="Data-parallel processes on this machine (gloo on CPU, nccl on GPU); or start with torchrun."),
+    click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (same settings)."),
+)
+
+_grid = _options(
+    click.option("--reso", type=click.IntRange(4), default=32, show_default=True, help="Grid resolution."),
+    click.option("--val-fraction", type=float, default=0.25, show_default=True, help="Fraction of scenes for val."),
+    click.option("--features", type=click.Choice(FEATURES), default="sh+density", show_default=True,
+                 help="Per-cell inputs."),
+    click.option("--backbone", type=click.Choice(["dense", "sparse"]), default="dense", show_default=True,
+                 help="Dense 3D CNN or sparse spconv network (extra 'sparse')."),
+)
+
+
+def _run_and_report(nproc: int, scenes: tuple[str, ...], **kwargs: Any) -> None:
+    from perfdata.downstream.distributed import launch
     from perfdata.downstream.train import TrainConfig, train
 
-    res = train(TrainConfig(**kwargs))
+    cfg = TrainConfig(scenes=tuple(scenes), **kwargs)
+    res = train(cfg) if nproc == 1 else launch(nproc, train, (cfg,))
     rows = [(e.epoch, f"{e.train_loss:.4f}", f"{e.train_metric:.3f}", f"{e.val_metric:.3f}", f"{e.seconds:.1f}")
             for e in res.epochs]
+    source = f", source-image top-1 {res.extra['source_top1']:.3f}" if "source_top1" in res.extra else ""
     print_table(f"train {res.task} -> {res.out_dir}: {len(res.classes)} classes, {res.n_train} train / "
-                f"{res.n_val} val, {res.n_params} params, {res.device}, {res.wall_seconds:.1f} s", rows,
-                header=("epoch", "train loss", f"train {res.metric}", f"val {res.metric}", "seconds"))
+                f"{res.n_val} val, {res.n_params} params, {res.device} x {nproc}, {res.wall_seconds:.1f} s{source}",
+                rows, header=("epoch", "train loss", f"train {res.metric}", f"val {res.metric}", "seconds"))
 
 
 @click.group()
 def train() -> None:
-    """Train a downstream model: cls2d (views from shards), cls3d / seg3d (dense grids from a store)."""
+    """Train a downstream model: cls2d (views from shards), cls3d / seg3d (grids from a store)."""
 
 
 @train.command()
-@click.option("--shards", required=True, type=click.Path(), help="Shard folder with index.json (`perfdata pack`).")
+@click.option("--shards", required=True, help="Shard folder or URL with index.json (`perfdata pack`).")
 @_common
 @click.option("--size", type=click.IntRange(8), default=32, show_default=True, help="Images resized to S x S.")
+@click.option("--bg-aug", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability of pasting the object onto another train scene's background render.")
+@click.option("--eval-images", default="", help="READER:PATH: also score the held-out scenes' source images.")
+@click.option("--val-shards", "val_data", default="", help="Use this shard folder's val split instead.")
 @click.option("--verify", is_flag=True, help="Check every shard's sha256 against index.json first.")
+@click.option("--skip-bad", is_flag=True, help="Skip samples with a missing or bad member (counted) instead of failing.")
 def cls2d(shards: str, **kwargs: Any) -> None:
     """Classify rendered views (ResNet-style CNN)."""
     _run_and_report(task="cls2d", data=shards, **kwargs)
@@ -61,16 +82,16 @@ def cls2d(shards: str, **kwargs: Any) -> None:
 @train.command()
 @click.option("--store", required=True, help="Dataset store path or fsspec URL.")
 @_common
-@_grid_options
+@_grid
 def cls3d(store: str, **kwargs: Any) -> None:
-    """Classify scenes from dense grids (3D CNN); classes are the store's class names."""
+    """Classify scenes from their voxel grids; classes are the chosen scenes' class names."""
     _run_and_report(task="cls3d", data=store, **kwargs)
 
 
 @train.command()
 @click.option("--store", required=True, help="Dataset store path or fsspec URL (scenes with voxel labels).")
 @_common
-@_grid_options
+@_grid
 def seg3d(store: str, **kwargs: Any) -> None:
-    """Segment voxels of dense grids (3D U-Net); -1 labels are ignored."""
+    """Segment voxel cells (3D U-Net, dense or sparse); -1 labels are ignored."""
     _run_and_report(task="seg3d", data=store, **kwargs)

@@ -50,6 +50,9 @@ class ObjectSceneConfig:
     """Largest tilt of the object away from upright (a torus may tilt up to three times more)."""
     shadows: bool = True
     """Cast shadows of the object onto the ground and itself."""
+    ground_tint: tuple[float, float, float] | None = None
+    """RGB of the ground disc's checker (None: a pale tint drawn from the seed; the seed's draws are the same
+    either way, so only the ground's colour changes)."""
 
 
 def make_object_scene(
@@ -73,7 +76,7 @@ def make_object_scene(
     tilt = math.radians(rng.uniform(0.0, config.max_tilt_deg) * (3.0 if shape == "torus" else 1.0))
     pose = rotation_z(rng.uniform(0.0, 2.0 * math.pi)) @ rotation_x(tilt)
     parts = rest_on_floor([p.posed(pose, np.zeros(3)) for p in parts], rng.uniform(-0.05, 0.05, size=2))
-    ground = make_primitive("disc", (config.ground_radius,), _ground_material(rng), label=0, foreground=False)
+    ground = make_primitive("disc", (config.ground_radius,), _ground_material(rng, config.ground_tint), label=0, foreground=False)
     lo, hi = group_bounds([*parts, ground])
     K = camera.intrinsics_from_fov(math.radians(config.fov_deg), size, size)
     c2ws = _ring_cameras(rng, parts, n_views, config)
@@ -117,9 +120,10 @@ def _ring_cameras(rng: np.random.Generator, parts: list[Primitive], n_views: int
     return np.stack(c2ws)
 
 
-def _ground_material(rng: np.random.Generator) -> Material:
+def _ground_material(rng: np.random.Generator, fixed: tuple[float, float, float] | None = None) -> Material:
     grey = rng.uniform(0.45, 0.75)
     tint = np.asarray(random_colour(rng, saturation=(0.05, 0.25), value=(grey, grey)))
+    tint = tint if fixed is None else np.asarray(fixed, dtype=np.float64)
     return Material(tuple(tint), tuple(0.6 * tint), texture="checker", frequency=float(rng.uniform(1.5, 3.0)),
                     noise_seed=int(rng.integers(2**31)))
 

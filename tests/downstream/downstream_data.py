@@ -29,12 +29,21 @@ def write_render_folder(renders: Path, shape: str, seed: int, n_views: int, size
         name = f"{i:05d}"
         write_png(folder / f"{name}.rgb.png", (np.clip(frame.image, 0, 1) * 255 + 0.5).astype(np.uint8))
         write_png(folder / f"{name}.mask.png", np.where(frame.mask, 255, 0).astype(np.uint8))
+        write_png(folder / f"{name}.bg.png", background_only(frame.image, frame.mask))
         write_png(folder / f"{name}.label.png", np.where(frame.labels < 0, 255, frame.labels).astype(np.uint8))
         views.append({"name": name, "K": frame.K.tolist(), "c2w": frame.c2w.tolist(), "width": size, "height": size})
     meta = {"format_version": 1, "scene_id": scene.scene_id, "class_name": shape, "views": views,
-            "members": ["rgb.png", "mask.png", "label.png"], "world_from_grid": np.eye(4).tolist()}
+            "members": ["rgb.png", "mask.png", "bg.png", "label.png"], "world_from_grid": np.eye(4).tolist()}
     (folder / "cameras.json").write_text(json.dumps(meta))
     (folder / "DONE").write_text("")
+
+
+def background_only(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): the image with its foreground replaced by the median background colour (a stand-in for
+    the render stage's bg.png, which renders the field without its foreground voxels)."""
+    out = np.clip(image, 0, 1).copy()
+    out[mask] = np.median(out[~mask], axis=0) if (~mask).any() else 0.5
+    return (out * 255 + 0.5).astype(np.uint8)
 
 
 def make_shards(tmp: Path, shapes: Sequence[str], per_class: int, n_views: int, size: int = 32) -> Path:
@@ -106,3 +115,29 @@ def write_store(path: Path, scenes: Sequence[tuple[str, SparseGrid, str | None, 
         write_scene(loc, sid, grid_arrays(grid, cfg, class_name=class_name, extra=extra), cfg)
     refresh_root(loc, "test")
     return path
+
+
+def ddp_worker(shards: str, out: str) -> int:
+    """One process of a 2-process gloo run (started by distributed.launch): one epoch of cls2d, recording the
+    sample keys of every step (a list per step) and the weights (parameters; batch-norm statistics stay per
+    rank until DDP broadcasts rank 0's at the next forward) after the first one into `out`."""
+    import os
+
+    import torch
+    from perfdata.downstream.distributed import unwrap
+    from perfdata.downstream.train import TrainConfig, TrainHooks, train
+
+    rank = int(os.environ["RANK"])
+    keys: list[list[str]] = []
+
+    def on_step(epoch: int, step: int, batch: dict, model: torch.nn.Module) -> None:
+        keys.append(list(batch["key"]))
+        if step == 0:
+            params = {k: v.detach().clone() for k, v in unwrap(model).named_parameters()}
+            torch.save(params, f"{out}/w{rank}.pt")
+
+    cfg = TrainConfig("cls2d", shards, f"{out}/train", epochs=1, batch_size=4, widths=(4, 8), device="cpu", size=16,
+                      shuffle_buffer=0)
+    train(cfg, TrainHooks(on_step=on_step))
+    Path(f"{out}/keys{rank}.json").write_text(json.dumps(keys))
+    return rank

@@ -1,4 +1,5 @@
-"""Training runs on tiny real inputs: loss falls, metrics beat chance, outputs are written and reload."""
+"""Training runs on tiny real inputs: loss falls, metrics beat chance, outputs are written and reload, a resumed
+run equals an uninterrupted one, every feature set and both backbones train."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 from perfdata.downstream import loaders as L
-from perfdata.downstream.train import TrainConfig, load_model, train
+from perfdata.downstream.train import TrainConfig, TrainHooks, load_model, train
 
 from perfdata.errors import ConfigError, InputError
 from perfdata.store import open_store
@@ -20,8 +21,9 @@ def check_outputs(out: Path, task: str, n_epochs: int) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["seed"] == 0 and len(metrics["epochs"]) == n_epochs
     assert {"torch", "perfdata", "webdataset", "zarr"} <= set(metrics["versions"])
-    png = iio.imread(out / "curve.png")
-    assert png.ndim == 3 and png.shape[2] == 3 and (png != 255).any()
+    for name in metrics["pictures"].values():
+        png = iio.imread(out / name)
+        assert png.ndim == 3 and png.shape[2] in (3, 4) and (png[..., :3] != 255).any()
     assert not list(out.glob(".*tmp*"))  # atomic writes left nothing behind
     return metrics
 
@@ -33,9 +35,11 @@ def test_cls2d_learns_shapes(shard_dir: Path, tmp_path: Path) -> None:
     assert res.classes == ("box", "sphere", "torus") and (res.n_train, res.n_val) == (54, 18)
     assert res.final.train_loss < 0.6 * res.epochs[0].train_loss
     assert res.final.train_metric > 0.7  # chance is 1/3
-    assert sum(map(sum, res.val_confusion)) == 18
+    assert sum(map(sum, res.val_confusion)) == 18 and [e.n_samples for e in res.epochs] == [54] * 6
     metrics = check_outputs(tmp_path / "out", "cls2d", 6)
+    assert set(metrics["pictures"]) == {"curve", "confusion", "misclassified"}
     assert metrics["config"]["batch_size"] == 8 and metrics["metric"] == "accuracy"
+    assert metrics["epochs"][0]["lr"] > metrics["epochs"][-1]["lr"]  # cosine schedule
     model, meta = load_model(tmp_path / "out")
     data = L.ShardData.open(shard_dir)
     batch = next(iter(L.shard_pipeline(data, L.ShardLoaderConfig("train", 64, 32, shuffle_buffer=0))))
@@ -44,33 +48,79 @@ def test_cls2d_learns_shapes(shard_dir: Path, tmp_path: Path) -> None:
     assert json.loads(meta["classes"]) == list(res.classes) and acc > 0.6
 
 
-def test_cls3d_spheres_vs_boxes(object_store: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig("cls3d", str(object_store), str(tmp_path / "out"), epochs=8, batch_size=4, reso=16,
-                      widths=(8, 16, 32), device="cpu")
+class Crash(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(shard_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig("cls2d", str(shard_dir), str(tmp_path / "full"), epochs=3, batch_size=8, widths=(4, 8),
+                      device="cpu", size=16, bg_aug=0.5, shuffle_buffer=16)
+    full = train(cfg)
+
+    def crash_after_second(stats) -> None:  # noqa: ANN001
+        if stats.epoch == 1:
+            raise Crash
+
+    part = dataclasses.replace(cfg, out=str(tmp_path / "part"))
+    with pytest.raises(Crash):
+        train(part, TrainHooks(on_epoch=crash_after_second))
+    assert not (tmp_path / "part" / "metrics.json").exists()
+    torch.manual_seed(1234)  # the caller's RNG state must not matter
+    resumed = train(dataclasses.replace(part, resume=True))
+    assert resumed.extra["resumed_at"] == 2 and len(resumed.epochs) == 3
+    assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
+    assert resumed.val_confusion == full.val_confusion
+    a, _ = load_model(tmp_path / "full")
+    b, _ = load_model(tmp_path / "part")
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name
+    with pytest.raises(ConfigError, match="--resume: .*checkpoint.pt was written by a run with other settings "
+                                          r"\(lr=0.003\)"):
+        train(dataclasses.replace(part, resume=True, lr=0.01))
+
+
+@pytest.mark.parametrize("features", ["coords", "density", "sh", "sh+density"])
+def test_cls3d_feature_sets(object_store: Path, tmp_path: Path, features: str) -> None:
+    cfg = TrainConfig("cls3d", str(object_store), str(tmp_path / "out"), epochs=6, batch_size=4, reso=16,
+                      widths=(8, 16), device="cpu", features=features)
     res = train(cfg)
     assert res.classes == ("box", "sphere") and (res.n_train, res.n_val) == (12, 4)
-    assert res.final.train_loss < 0.5 * res.epochs[0].train_loss
-    assert res.final.train_metric >= 0.9
-    check_outputs(tmp_path / "out", "cls3d", 8)
+    assert res.final.train_loss < 0.6 * res.epochs[0].train_loss and res.final.train_metric >= 0.8
+    model, meta = load_model(tmp_path / "out")
+    assert meta["features"] == features and int(meta["in_channels"]) == {"coords": 1, "density": 2}.get(features, 28 + (features == "sh+density"))
+
+
+def test_cls3d_sparse_and_determinism(object_store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("spconv")
+    cfg = TrainConfig("cls3d", str(object_store), str(tmp_path / "out"), epochs=6, batch_size=4, reso=16,
+                      widths=(8, 16), device="cpu", backbone="sparse", features="density")
+    res = train(cfg)
+    assert res.final.train_loss < 0.6 * res.epochs[0].train_loss and res.final.train_metric >= 0.8
+    check_outputs(tmp_path / "out", "cls3d", 6)
     again = train(dataclasses.replace(cfg, out=str(tmp_path / "again")))
     assert [e.train_loss for e in again.epochs] == pytest.approx([e.train_loss for e in res.epochs], rel=1e-4)
+    model, meta = load_model(tmp_path / "out")
+    assert meta["backbone"] == "sparse" and type(model).__name__ == "SparseClassifier"
 
 
-def test_seg3d_rooms(room_store: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig("seg3d", str(room_store), str(tmp_path / "out"), epochs=12, batch_size=2, reso=16,
-                      widths=(8, 16), lr=1e-2, device="cpu")
+@pytest.mark.parametrize("backbone", ["dense", "sparse"])
+def test_seg3d_rooms(room_store: Path, tmp_path: Path, backbone: str) -> None:
+    if backbone == "sparse":
+        pytest.importorskip("spconv")
+    cfg = TrainConfig("seg3d", str(room_store), str(tmp_path / "out"), epochs=10, batch_size=2, reso=16,
+                      widths=(8, 16), lr=1e-2, device="cpu", backbone=backbone)
     res = train(cfg)
     assert res.classes == ("floor", "sphere", "box") and res.metric == "miou"
-    assert res.final.train_loss < 0.4 * res.epochs[0].train_loss
-    assert res.final.train_metric > 0.5 and res.extra["val_accuracy"] > 0.7
-    metrics = check_outputs(tmp_path / "out", "seg3d", 12)
+    assert res.final.train_loss < 0.5 * res.epochs[0].train_loss
+    metrics = check_outputs(tmp_path / "out", "seg3d", 10)
+    assert res.final.train_metric > 0.5 and metrics["final"]["val_accuracy"] > 0.7
     assert len(metrics["final"]["val_per_class_iou"]) == 3 and metrics["final"]["val_per_class_iou"][0] > 0.8
 
 
-def test_bad_inputs(tmp_path: Path, room_store: Path) -> None:
+def test_bad_inputs(tmp_path: Path, room_store: Path, object_store: Path) -> None:
     with pytest.raises(InputError, match="index.json"):
         train(TrainConfig("cls2d", str(tmp_path), str(tmp_path / "o")))
-    with pytest.raises(InputError, match="rooms.zarr: store has no class names"):
+    with pytest.raises(InputError, match="rooms.zarr: no chosen scene has a class name"):
         train(TrainConfig("cls3d", str(room_store), str(tmp_path / "o")))
     with pytest.raises(InputError, match="not a zarr store"):
         train(TrainConfig("seg3d", str(tmp_path), str(tmp_path / "o")))
@@ -78,5 +128,7 @@ def test_bad_inputs(tmp_path: Path, room_store: Path) -> None:
         train(TrainConfig("seg3d", str(room_store), str(tmp_path / "o"), reso=18))
     with pytest.raises(ConfigError, match="task"):
         train(TrainConfig("seg2d", str(room_store), str(tmp_path / "o")))
+    with pytest.raises(ConfigError, match="--scenes sofa_\\* matches no scene"):
+        train(TrainConfig("seg3d", str(room_store), str(tmp_path / "o"), scenes=("sofa_*",)))
     assert not (tmp_path / "o").exists()
-    assert open_store(str(room_store)).root.classes == ()
+    assert open_store(str(object_store)).scene_ids

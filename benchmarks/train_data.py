@@ -1,0 +1,128 @@
+"""The dataset of benchmarks/train.py, built by perfdata's own pipeline and cached:
+synth -> fit -> export -> label -> render -> pack.
+
+Objects (CO3D-like): N_CLASSES shape classes x PER_CLASS scenes; whole scenes are held out (the split of
+`perfdata.devices.split_scene_ids(ids, VAL_FRACTION, SEED)`, the one pack and the 3D trainers use). The ground's
+colour correlates with the class in the train scenes (each class has its own tint, as CO3D categories share
+capture environments) and is drawn at random in the held-out ones, so a classifier that reads the background
+fails on val: the dataset where PeRFception found background augmentation necessary.
+Rooms (ScanNet-like): N_ROOMS labelled rooms for seg3d. Every stage skips work already done, so a second call
+only checks the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("sphere", "box", "cylinder", "cone", "torus")
+TINTS = ((0.80, 0.25, 0.20), (0.20, 0.65, 0.25), (0.20, 0.35, 0.85), (0.85, 0.75, 0.15), (0.70, 0.25, 0.75))
+VAL_FRACTION, SEED = 0.25, 0
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    per_class: int = 8
+    n_rooms: int = 8
+    views: int = 12
+    """Source views per scene."""
+    size: int = 32
+    """Source image side."""
+    render_views: int = 16
+    fit_steps: int = 30
+    fit_reso: int = 32
+    fit_rays: int = 1024
+
+
+def object_ids(spec: DataSpec) -> list[str]:
+    return [f"obj_{c}_{k:02d}" for c in CLASSES for k in range(spec.per_class)]
+
+
+def synth_objects(root: Path, spec: DataSpec) -> list[str]:
+    from perfdata.devices import split_scene_ids
+    from perfdata.synthetic import ObjectSceneConfig, make_object_scene, write_scene
+
+    ids = object_ids(spec)
+    val = set(split_scene_ids(ids, VAL_FRACTION, SEED)["val"])
+    rng = np.random.default_rng(SEED)
+    for i, sid in enumerate(ids):
+        cls = CLASSES.index(sid.split("_")[1])
+        tint = TINTS[int(rng.integers(len(TINTS)))] if sid in val else TINTS[cls]
+        if not (root / sid / "transforms.json").is_file():
+            cfg = ObjectSceneConfig(ground_tint=tint)
+            write_scene(make_object_scene(7000 + i, spec.views, spec.size, CLASSES[cls], cfg, sid), root / sid)
+    return ids
+
+
+def synth_rooms(root: Path, spec: DataSpec) -> list[str]:
+    from perfdata.synthetic import make_room_scene, write_scene
+
+    ids = [f"room_{k:02d}" for k in range(spec.n_rooms)]
+    for k, sid in enumerate(ids):
+        if not (root / sid / "transforms.json").is_file():
+            write_scene(make_room_scene(9000 + k, spec.views, spec.size, scene_id=sid), root / sid)
+    return ids
+
+
+def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] | None = None) -> dict[str, object]:
+    """Build (or reuse) everything under `cache`; returns paths and the seconds each stage took. With
+    `fit_shard` (i, n) only synthesise and fit the i-th of n parts of the scenes (parallel builders)."""
+    from perfdata.pipelines.export import ExportConfig, export_fits
+    from perfdata.pipelines.fit import fit_scenes
+    from perfdata.pipelines.fitconfig import FitConfig
+    from perfdata.pipelines.labels import LabelConfig, label_scenes
+    from perfdata.pipelines.pack import PackConfig, pack_renders
+    from perfdata.pipelines.render import RenderConfig, render_store
+
+    from perfdata.store import open_store
+
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    src_obj, src_room = cache / "src" / "objects", cache / "src" / "rooms"
+    objs, rooms = synth_objects(src_obj, spec), synth_rooms(src_room, spec)
+    seconds["synth"] = time.perf_counter() - t
+    fit_cfg = FitConfig(steps=spec.fit_steps, resolution=(spec.fit_reso,), batch_rays=spec.fit_rays, holdout_every=6,
+                        eval_max_views=1, seed=SEED, device="cpu")
+    t = time.perf_counter()
+    failed = [o for src in (src_obj, src_room)
+              for o in fit_scenes("synthetic", src, None, cache / "fits", fit_cfg, shard=fit_shard)
+              if o.status == "failed"]
+    if failed:
+        raise RuntimeError(f"fits failed: {[(o.scene_id, o.error) for o in failed]}")
+    seconds["fit"] = time.perf_counter() - t
+    if fit_shard is not None:
+        return {"seconds": seconds}
+    t = time.perf_counter()
+    store_path = cache / "dataset.zarr"
+    export_fits(cache / "fits", str(store_path), ExportConfig(dataset="bench-train", workers=1))
+    store = open_store(str(store_path))
+    for ids, src in ((objs, src_obj), (rooms, src_room)):
+        todo = [s for s in ids if "labels_source" not in store.scene_attrs(s).extra]
+        label_scenes(store, todo, LabelConfig(), reader="synthetic", data=str(src))
+    seconds["export+label"] = time.perf_counter() - t
+    t = time.perf_counter()
+    render_store(str(store_path), cache / "renders",
+                 RenderConfig(scenes=tuple(objs), n_views=spec.render_views, size=spec.size, seed=SEED,
+                              contact_views=2, device="cpu"))
+    seconds["render"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if not (cache / "shards" / "index.json").is_file():
+        pack_renders(cache / "renders", cache / "shards", PackConfig(maxcount=64, val_fraction=VAL_FRACTION, seed=SEED))
+    seconds["pack"] = time.perf_counter() - t
+    return {"store": store_path, "shards": cache / "shards", "sources": src_obj, "objects": objs, "rooms": rooms,
+            "seconds": seconds}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    import torch
+
+    shard = tuple(int(v) for v in sys.argv[2].split("/")) if len(sys.argv) > 2 else None
+    torch.set_num_threads(1 if shard else 2)
+    out = build(Path(sys.argv[1]), fit_shard=shard)  # type: ignore[arg-type]
+    print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in out.items() if k != "objects"}))

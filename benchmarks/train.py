@@ -1,0 +1,100 @@
+"""Downstream training benchmark: does a model trained on perfdata's output learn? Prints one JSON object.
+
+The dataset is built by the pipeline itself (benchmarks/train_data.py: synth -> fit -> export -> label -> render
+-> pack; short fits) and cached under --cache. Whole scenes are held out. Tasks:
+- cls2d on the rendered views (5 classes x 8 object scenes, ground colour tied to the class in the train scenes
+  and random in the held-out ones): top-1 on held-out renders with background augmentation (p = 0.5), the same
+  model scored on the held-out scenes' source images, and the reference run without augmentation;
+- cls3d on the store's object scenes, once per feature set (coords, density, sh, sh+density);
+- seg3d (mIoU) on the labelled rooms with the dense and the sparse (spconv) backbone.
+References measured in the same run: chance (1 / classes), the run without background augmentation, and the
+per-feature-set / per-backbone variants. `seconds` is the training time of each task.
+
+    flock /work/locks/bench.lock .venv/bin/python benchmarks/train.py [--cache DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TARGETS = {"cls2d.top1": 0.90, "cls2d.top1_source_images": 0.85, "cls3d.top1": 0.90, "seg3d.miou": 0.70}
+
+
+def run(task: str, data: str, out: Path, **kw: Any) -> tuple[Any, float]:
+    from perfdata.downstream.train import TrainConfig, train
+
+    t = time.perf_counter()
+    res = train(TrainConfig(task=task, data=data, out=str(out), device="cpu", **kw))
+    return res, time.perf_counter() - t
+
+
+def fit_seconds(cache: Path) -> dict[str, float]:
+    walls = [json.loads(p.read_text()).get("wall_seconds", 0.0) for p in (cache / "fits").glob("*/fit.json")]
+    return {"n_fits": len(walls), "fit_seconds_total": round(sum(walls), 1)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v1"))
+    ap.add_argument("--quick", action="store_true", help="few epochs (a smoke run; figures not meaningful)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import train_data
+
+    t = time.perf_counter()
+    built = train_data.build(args.cache)
+    build_seconds = time.perf_counter() - t
+    q = args.quick
+    out = args.cache / "runs"
+    shards, store = str(built["shards"]), str(built["store"])
+    result: dict[str, Any] = {"seconds": {}}
+
+    kw2d = dict(epochs=2 if q else 24, batch_size=32, size=32, widths=(16, 32, 64), lr=3e-3, seed=0)
+    aug, s_aug = run("cls2d", shards, out / "cls2d_bg_aug", bg_aug=0.5,
+                     eval_images=f"synthetic:{built['sources']}", **kw2d)
+    plain, s_plain = run("cls2d", shards, out / "cls2d_no_bg_aug", bg_aug=0.0, **kw2d)
+    result.update({"cls2d.top1": aug.final.val_metric, "cls2d.top1_source_images": aug.extra["source_top1"],
+                   "cls2d.top1_no_bg_aug": plain.final.val_metric,
+                   "cls2d.bg_aug_gain": aug.final.val_metric - plain.final.val_metric,
+                   "cls2d.chance": 1.0 / len(aug.classes), "cls2d.n_train_views": aug.n_train,
+                   "cls2d.n_val_views": aug.n_val})
+    result["seconds"].update({"cls2d": s_aug, "cls2d_no_bg_aug": s_plain})
+
+    kw3d = dict(epochs=2 if q else 30, batch_size=8, reso=32, widths=(8, 16, 32), lr=3e-3, seed=0, scenes=("obj_*",))
+    feats: dict[str, float] = {}
+    for features in ("coords", "density", "sh", "sh+density"):
+        res, sec = run("cls3d", store, out / f"cls3d_{features.replace('+', '_')}", features=features, **kw3d)
+        feats[features] = res.final.val_metric
+        result["seconds"][f"cls3d.{features}"] = sec
+    result.update({"cls3d.top1": feats["sh+density"], "cls3d.features": feats, "cls3d.chance": 1.0 / len(res.classes),
+                   "cls3d.n_train_scenes": res.n_train, "cls3d.n_val_scenes": res.n_val})
+
+    kwseg = dict(epochs=2 if q else 40, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
+    backbones: dict[str, float] = {}
+    for backbone in ("dense", "sparse"):
+        res, sec = run("seg3d", store, out / f"seg3d_{backbone}", backbone=backbone, **kwseg)
+        backbones[backbone] = res.final.val_metric
+        result["seconds"][f"seg3d.{backbone}"] = sec
+    result.update({"seg3d.miou": backbones["dense"], "seg3d.backbones": backbones, "seg3d.classes": list(res.classes),
+                   "seg3d.n_train_rooms": res.n_train, "seg3d.n_val_rooms": res.n_val})
+
+    result["targets"] = {k: {"target": v, "value": result[k], "met": bool(result[k] >= v)} for k, v in TARGETS.items()}
+    result["dataset"] = {"cache": str(args.cache), "spec": vars(train_data.DataSpec()), **fit_seconds(args.cache),
+                         "build_seconds_this_run": round(build_seconds, 1), "build_stages": built["seconds"]}
+    result["quick"] = q
+    print(json.dumps(result, indent=1, sort_keys=True))
+    return result
+
+
+if __name__ == "__main__":
+    main()

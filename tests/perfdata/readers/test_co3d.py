@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from perfdata import camera, images
-from perfdata.cli import main
 from perfdata.errors import InputError
 from perfdata.readers import co3d, load_scenes
 
@@ -177,22 +176,12 @@ def test_reader_options_filter_quality_and_drop_depth_and_masks(tmp_path):
     np.testing.assert_array_equal(bare.frames[0].K, full.frames[0].K)
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_unknown_intrinsics_format_is_one_line_exit_2_nothing_written(tmp_path, capsys):
+def test_unknown_intrinsics_format_is_one_line_exit_2_nothing_written(tmp_path, cli):
     _write_category(tmp_path, "ndc_weird", n=2)
     where = tmp_path / "teddybear" / "frame_annotations.jgz"
     message = f"error: {where}: frame 2 of '101_1_2': unknown intrinsics_format 'ndc_weird' (known: "
     for args in (["scenes", "inspect"], ["fit", "--out", str(tmp_path / "fits"), "--steps", "1"]):
-        code, out, err = _cli(capsys, *args, "--reader", "co3d", "--data", str(tmp_path))
+        code, out, err = cli(*args, "--reader", "co3d", "--data", str(tmp_path))
         assert code == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "fits").exists()
 

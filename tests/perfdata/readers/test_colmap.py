@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from perfdata import camera, images
-from perfdata.cli import main
 from perfdata.errors import InputError
 from perfdata.readers import colmap, load_scenes
 from perfdata.readers.colmap_model import read_cameras, read_images, read_points3d
@@ -220,16 +219,6 @@ def test_fern_cameras_and_points(shared_data):
         colmap.list_scenes(shared_data / "fern")
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _fisheye(root: Path) -> None:
     cams = {**CAMERAS, 2: ("OPENCV_FISHEYE", 40, 30, (35.0, 35.0, 20.0, 15.0, 0.1, 0.0, 0.0, 0.0))}
     _scene_folder(root, "ring", "bin", cameras=cams)
@@ -248,15 +237,15 @@ def _fisheye(root: Path) -> None:
          "sparse/0/cameras.bin: truncated at byte"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, make, message):
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, cli, make, message):
     make(tmp_path / "cap")
     for args in (["scenes", "inspect"], ["fit", "--out", str(tmp_path / "fits"), "--steps", "1"]):
-        code, out, err = _cli(capsys, *args, "--reader", "colmap", "--data", str(tmp_path / "cap"))
+        code, out, err = cli(*args, "--reader", "colmap", "--data", str(tmp_path / "cap"))
         assert code == 2 and not out.strip() and err.startswith(f"error: {tmp_path / 'cap'}/") and message in err, err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "fits").exists()
 
 
-def test_inspect_fern_as_colmap_names_the_missing_file(shared_data, capsys):
-    code, out, err = _cli(capsys, "scenes", "inspect", "--reader", "colmap", "--data", str(shared_data / "fern"))
+def test_inspect_fern_as_colmap_names_the_missing_file(shared_data, cli):
+    code, out, err = cli("scenes", "inspect", "--reader", "colmap", "--data", str(shared_data / "fern"))
     assert code == 2 and out == "" and "fern/sparse/0/images.bin: not found" in err and err.count("\n") == 1

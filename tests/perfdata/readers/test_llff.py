@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from perfdata import camera, images
-from perfdata.cli import main
 from perfdata.errors import InputError
 from perfdata.readers import llff, load_scenes
 from perfdata.readers.capture import frustum_corners
@@ -125,16 +124,6 @@ def test_fixture_round_trip(tmp_path):
     assert scene.meta["bounds"] == [1.5, 9.0] and scene.points is None
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
@@ -148,18 +137,18 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
          "images/IMG_000.png: image is 40x31 but poses_bounds.npy says 40x30"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, break_it, message):
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, cli, break_it, message):
     _write_llff(tmp_path / "cap", _cameras())
     break_it(tmp_path / "cap")
     for args in (["scenes", "inspect"], ["fit", "--out", str(tmp_path / "fits"), "--steps", "1"]):
-        code, _, err = _cli(capsys, *args, "--reader", "llff", "--data", str(tmp_path / "cap"))
+        code, _, err = cli(*args, "--reader", "llff", "--data", str(tmp_path / "cap"))
         assert code == 2 and err.startswith(f"error: {tmp_path / 'cap'}/") and message in err, err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "fits").exists()
 
 
-def test_inspect_fern_shows_what_the_reader_sees(shared_data, capsys):
-    code, out, _ = _cli(capsys, "scenes", "inspect", "--reader", "llff", "--data", str(shared_data / "fern"))
+def test_inspect_fern_shows_what_the_reader_sees(shared_data, cli):
+    code, out, _ = cli("scenes", "inspect", "--reader", "llff", "--data", str(shared_data / "fern"))
     assert code == 0
     for text in ("20 (20 train, 0 held out)", "4032x3024", "fx 3260.53  fy 3260.53  cx 2016.00  cy 1512.00",
                  "forward_facing", "[16.99, 80.0]", '{"images_8": [504, 378]}', "10091"):

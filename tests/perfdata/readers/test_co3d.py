@@ -188,5 +188,5 @@ def test_unknown_intrinsics_format_is_one_line_exit_2_nothing_written(tmp_path, 
 
 def test_unsafe_sequence_name_is_refused(tmp_path):
     _write_category(tmp_path, None, n=1, seq="../escaped")
-    with pytest.raises(InputError, match=r"frame_annotations\.jgz: scene id '\.\./escaped' contains a path separator"):
+    with pytest.raises(InputError, match=r"frame_annotations\.jgz: scene id '\.\./escaped' "):
         co3d.list_scenes(tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from perfdata.errors import ConfigError, InputError
@@ -39,21 +41,9 @@ def test_bad_specs_are_config_errors(spec, message):
         get_reader(spec)
 
 
-@pytest.mark.parametrize(
-    ("scene_id", "problem"),
-    [
-        ("", "is empty"),
-        ("..", "starts with '.'"),
-        (".hidden", "starts with '.'"),
-        ("../../escaped", "contains a path separator"),
-        ("/etc", "contains a path separator"),
-        ("a\\b", "contains a path separator"),
-        ("a\0b", "contains a path separator or NUL"),
-        ("x" * 201, "is longer than 200 characters"),
-    ],
-)
-def test_unsafe_scene_ids(scene_id, problem):
-    with pytest.raises(InputError, match=f"annotations.jgz: scene id .* {problem}"):
+@pytest.mark.parametrize("scene_id", ["", "..", ".hidden", "../../escaped", "/etc", "a\\b", "a\0b", "x" * 201])
+def test_unsafe_scene_ids(scene_id):
+    with pytest.raises(InputError, match=f"^annotations.jgz: scene id {re.escape(repr(scene_id))} "):
         check_scene_id(scene_id, "annotations.jgz")
 
 

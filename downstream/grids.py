@@ -30,6 +30,8 @@ from perfdata.store.reader import Store
 
 IGNORE_3D = -1
 FEATURE_SETS = ("coords", "density", "sh", "sh+density")
+BACKGROUND_LABELS = ("background", "wall", "floor", "ceiling")
+"""Label names that are not the object (the render stage's default background classes)."""
 
 
 def feature_arrays(features: str) -> tuple[str, ...]:
@@ -102,13 +104,30 @@ def cell_labels(labels: np.ndarray, inverse: np.ndarray, n_cells: int, n_classes
     return out
 
 
+def foreground_rows(rows: dict[str, np.ndarray], label_names: Sequence[str] | None,
+                    where: str) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+    """The rows of foreground voxels (label >= 0 and not a BACKGROUND_LABELS name; without names, label 0 is
+    background) re-framed into their own bounding cube, centred: (rows, new source resolution)."""
+    labels = rows["labels"]
+    bg = [i for i, n in enumerate(label_names or ()) if n in BACKGROUND_LABELS] if label_names else [0]
+    keep = (labels >= 0) & ~np.isin(labels, bg)
+    if not keep.any():
+        raise InputError(where, "scene has no foreground voxel (--foreground-only needs labelled objects)")
+    out = {k: v[keep] for k, v in rows.items()}
+    lo, hi = out["coords"].min(axis=0), out["coords"].max(axis=0) + 1
+    extent = int((hi - lo).max())
+    out["coords"] = out["coords"] - lo + (extent - (hi - lo)) // 2
+    return out, (extent, extent, extent)
+
+
 def unflatten(cells: np.ndarray, reso: int) -> np.ndarray:
     """(m,) flat cell ids -> (m, 3) int32 (x, y, z)."""
     return np.stack([cells // (reso * reso), (cells // reso) % reso, cells % reso], axis=1).astype(np.int32)
 
 
 class StoreGridDataset(torch.utils.data.Dataset):
-    """Scenes of a store as cell features (module doc): dense volumes, or the occupied cells with `sparse`.
+    """Scenes of a store as cell features (module doc): dense volumes, or the occupied cells with `sparse`;
+    with `foreground_only`, only the object's voxels (foreground_rows), framed into their own bounding cube.
 
     task "cls": y is the index of the scene's class_name in `classes`; task "seg": per-cell labels of
     `n_classes` classes (-1 = ignore). `preload` reads every scene once up front (small datasets).
@@ -116,7 +135,7 @@ class StoreGridDataset(torch.utils.data.Dataset):
 
     def __init__(self, store: Store, scene_ids: Sequence[str], reso: int, task: str, classes: Sequence[str] = (),
                  n_classes: int = 0, preload: bool = False, features: str = "sh+density",
-                 sparse: bool = False) -> None:
+                 sparse: bool = False, foreground_only: bool = False) -> None:
         if task not in ("cls", "seg"):
             raise ConfigError(f"task must be 'cls' or 'seg', got {task!r}")
         if reso < 2:
@@ -124,6 +143,7 @@ class StoreGridDataset(torch.utils.data.Dataset):
         feature_arrays(features)
         self.store, self.ids, self.reso, self.task = store, list(scene_ids), reso, task
         self.classes, self.n_classes, self.features, self.sparse = tuple(classes), n_classes, features, sparse
+        self.foreground_only = foreground_only
         self._items = [self.load(i) for i in range(len(self.ids))] if preload else None
 
     def __len__(self) -> int:
@@ -136,9 +156,12 @@ class StoreGridDataset(torch.utils.data.Dataset):
         """Read scene i from the store (see the class doc for the shapes)."""
         sid = self.ids[i]
         attrs = self.store.scene_attrs(sid)
-        names = feature_arrays(self.features) + (("labels",) if self.task == "seg" else ())
-        rows = read_rows(self.store, sid, names)
-        cells, feats, inverse = cell_features(rows, attrs.reso, self.reso, self.features)
+        labelled = self.task == "seg" or self.foreground_only
+        rows = read_rows(self.store, sid, feature_arrays(self.features) + (("labels",) if labelled else ()))
+        src_reso = attrs.reso
+        if self.foreground_only:
+            rows, src_reso = foreground_rows(rows, attrs.extra.get("label_names"), scene_where(self.store, sid))
+        cells, feats, inverse = cell_features(rows, src_reso, self.reso, self.features)
         if self.task == "cls":
             if attrs.class_name not in self.classes:
                 raise InputError(scene_where(self.store, sid),

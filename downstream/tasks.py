@@ -134,7 +134,8 @@ def prepare_store(cfg: TrainConfig, dist: DistInfo) -> TaskData:
     split = split_scene_ids(ids, cfg.val_fraction, cfg.seed)
     classes, task, ignore = store_task_classes(cfg, store, ids)
     sparse = cfg.backbone == "sparse"
-    sets = {k: G.StoreGridDataset(store, v, cfg.reso, task, classes, len(classes), cfg.preload, cfg.features, sparse)
+    sets = {k: G.StoreGridDataset(store, v, cfg.reso, task, classes, len(classes), cfg.preload, cfg.features, sparse,
+                                  cfg.foreground_only)
             for k, v in split.items()}
     collate = partial(G.collate_sparse, reso=cfg.reso) if sparse else G.collate_dense
     first = sets["train"][0] if len(sets["train"]) else None

@@ -86,6 +86,8 @@ class TrainConfig:
     """cls3d / seg3d: per-cell inputs, one of grids.FEATURE_SETS."""
     backbone: str = "dense"
     """cls3d / seg3d: "dense" (3D CNN / U-Net) or "sparse" (spconv)."""
+    foreground_only: bool = False
+    """cls3d: only the object's voxels (labels not a background class), framed into their bounding cube."""
     workers: int = 0
     """DataLoader worker processes per training process."""
     scenes: tuple[str, ...] = ()

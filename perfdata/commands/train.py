@@ -83,6 +83,8 @@ def cls2d(shards: str, **kwargs: Any) -> None:
 @click.option("--store", required=True, help="Dataset store path or fsspec URL.")
 @_common
 @_grid
+@click.option("--foreground-only", is_flag=True,
+              help="Only the object's voxels (labels not background/wall/floor/ceiling), framed to their box.")
 def cls3d(store: str, **kwargs: Any) -> None:
     """Classify scenes from their voxel grids; classes are the chosen scenes' class names."""
     _run_and_report(task="cls3d", data=store, **kwargs)

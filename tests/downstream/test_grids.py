@@ -79,3 +79,11 @@ def test_store_errors(object_store: Path, tmp_path: Path) -> None:
     assert G.StoreGridDataset(no_sh, ["a"], 8, "cls", ("box",), features="density")[0]["x"].shape == (2, 8, 8, 8)
     with pytest.raises(InputError, match=r"odd.zarr/scenes/a: array 'sh' is missing; this task needs SH"):
         G.StoreGridDataset(no_sh, ["a"], 8, "cls", ("box",), features="sh")[0]
+
+
+def test_foreground_only_keeps_the_object_in_its_own_cube(tmp_path: Path) -> None:
+    store = open_store(str(tiny_store(tmp_path)))
+    ds = G.StoreGridDataset(store, ["a"], 2, "seg", n_classes=3, features="coords", sparse=True, foreground_only=True)
+    sample = ds[0]  # voxels labelled 1, 1, 2 at (0,0,0), (1,0,0), (0,1,0) fill their 2^3 bounding cube's cells
+    assert sample["coords"].tolist() == [[0, 0, 0], [0, 1, 0], [1, 0, 0]] and sample["y"].tolist() == [1, 2, 1]
+    assert torch.allclose(sample["feats"][:, 0], torch.ones(3))

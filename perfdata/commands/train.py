@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -51,11 +52,13 @@ def _run_and_report(nproc: int, scenes: tuple[str, ...], **kwargs: Any) -> None:
 
     cfg = TrainConfig(scenes=tuple(scenes), **kwargs)
     res = train(cfg) if nproc == 1 else launch(nproc, train, (cfg,))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     rows = [(e.epoch, f"{e.train_loss:.4f}", f"{e.train_metric:.3f}", f"{e.val_metric:.3f}", f"{e.seconds:.1f}")
             for e in res.epochs]
     source = f", source-image top-1 {res.extra['source_top1']:.3f}" if "source_top1" in res.extra else ""
     print_table(f"train {res.task} -> {res.out_dir}: {len(res.classes)} classes, {res.n_train} train / "
-                f"{res.n_val} val, {res.n_params} params, {res.device} x {nproc}, {res.wall_seconds:.1f} s{source}",
+                f"{res.n_val} val, {res.n_params} params, {res.device} x {res.extra.get('world_size', 1)}, {res.wall_seconds:.1f} s{source}",
                 rows, header=("epoch", "train loss", f"train {res.metric}", f"val {res.metric}", "seconds"))
 
 

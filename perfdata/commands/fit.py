@@ -39,17 +39,34 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
               help="local, dask[:N] (LocalCluster of N processes), tcp://HOST:PORT (a scheduler) or slurm[:N].")
 @click.option("--shard", default=None, help="i/n: fit only every n-th scene starting at i (job arrays).")
 @click.option("--dry-run", is_flag=True, help="List the scenes and whether they are done; fit nothing.")
+@click.option("--source-views", type=click.IntRange(min=1), default=None,
+              help="generalizable: source views per scene (default 3).")
+@click.option("--resume", is_flag=True, help="generalizable: continue the run's checkpoint in OUT.")
+@click.option("--init-from", type=click.Path(file_okay=False), default=None,
+              help="plenoxel: start from the prediction of this generalizable run.")
 def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ...], device: str | None,
         steps: int | None, max_seconds: float | None, resolution: str | None, downscale: float | None,
         holdout_every: int | None, config_file: str | None, seed: int | None, force: bool, executor: str,
-        shard: str | None, dry_run: bool) -> None:
-    """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped."""
+        shard: str | None, dry_run: bool, source_views: int | None, resume: bool, init_from: str | None) -> None:
+    """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped.
+    --method generalizable trains one field across the scenes into OUT (model.safetensors, fit.json)."""
     from perfdata.pipelines.fitconfig import FitConfig
 
+    if method == "generalizable":
+        from perfdata.commands.fit_generalizable import fit_generalizable_command
+
+        fit_generalizable_command(reader, data, out, scene_ids, device=device, steps=steps, max_seconds=max_seconds,
+                                  config_file=config_file, seed=seed, source_views=source_views, resume=resume,
+                                  force=force)
+        return
+    if init_from is not None:
+        from perfdata.pipelines.generalizable_ckpt import load_model
+
+        load_model(init_from)  # a bad checkpoint is bad input before any fit starts
     cfg = FitConfig.from_json(config_file) if config_file else FitConfig()
     res = _resolution(resolution)
     overrides = {"method": method, "device": device, "steps": steps, "max_seconds": max_seconds, "resolution": res,
-                 "downscale": downscale, "holdout_every": holdout_every, "seed": seed}
+                 "downscale": downscale, "holdout_every": holdout_every, "seed": seed, "init_from": init_from}
     changes = {k: v for k, v in overrides.items() if v is not None}
     if res is not None and len(cfg.upsample_at) < len(res) - 1:
         changes["upsample_at"] = tuple((i + 1) * 0.35 / (len(res) - 1) for i in range(len(res) - 1))

@@ -282,12 +282,19 @@ def check_run_folder(run: Path, resume: bool, force: bool) -> None:
 
 def fit_generalizable(scenes: Sequence[Scene], run: str | Path, cfg: GeneralizableConfig, resume: bool = False,
                       force: bool = False, callback: Callable[[TrainProgress], None] | None = None,
-                      where: str = "data") -> GeneralizableResult:
+                      where: str = "data", heldout: Sequence[Scene] | None = None) -> GeneralizableResult:
     """Train on the training split of `scenes`, evaluate on the held-out split, write RUN (module docstring).
-    Every input check happens before anything is written."""
+    With `heldout`, every scene of `scenes` trains and `heldout` (disjoint ids) is evaluated. Every input check
+    happens before anything is written."""
     run = Path(run)
     check_run_folder(run, resume, force)
-    split = split_scenes(scenes, cfg, where)
+    if heldout is not None:
+        split = {"train": sorted(s.scene_id for s in scenes), "heldout": sorted(s.scene_id for s in heldout)}
+        if set(split["train"]) & set(split["heldout"]) or not split["train"] or not split["heldout"]:
+            raise InputError(where, "training and held-out scenes must be non-empty and disjoint")
+        scenes = [*scenes, *heldout]
+    else:
+        split = split_scenes(scenes, cfg, where)
     size = (scenes[0].frames[0].height, scenes[0].frames[0].width)
     for s in scenes:
         check_scene(s, cfg.source_views, size)

@@ -16,7 +16,7 @@
    depth is that of a Plenoxel fit on all 20 views (stated in the output).
 
     flock /work/locks/bench.lock .venv/bin/python benchmarks/generalizable.py [--budget 720] [--quick]
-        [--run DIR] [--reuse] [--threads 2]
+        [--run DIR] [--reuse] [--threads 1]
 
 --quick shrinks everything (~3 minutes) for a smoke run; --reuse takes the model already trained in --run.
 """
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from perfdata.models import metrics
 from perfdata.pipelines.fit import fit_scene
 from perfdata.pipelines.fitconfig import FitConfig
 from perfdata.pipelines.generalizable_ckpt import load_model
@@ -188,7 +187,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--run", type=Path, default=Path("/tmp/perfdata-bench-generalizable"))
     ap.add_argument("--reuse", action="store_true", help="Use the model already trained in --run.")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on the shared 2-core machine two threads ran ~6x slower per step)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick

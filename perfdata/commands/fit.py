@@ -53,12 +53,17 @@ def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ..
     from perfdata.pipelines.fitconfig import FitConfig
 
     if method == "generalizable":
-        from perfdata.commands.fit_generalizable import fit_generalizable_command
+        from perfdata.commands.fit_generalizable import check_unused, fit_generalizable_command
+
+        check_unused(resolution=resolution, downscale=downscale, holdout_every=holdout_every, shard=shard,
+                     dry_run=dry_run or None, init_from=init_from, executor=None if executor == "local" else executor)
 
         fit_generalizable_command(reader, data, out, scene_ids, device=device, steps=steps, max_seconds=max_seconds,
                                   config_file=config_file, seed=seed, source_views=source_views, resume=resume,
                                   force=force)
         return
+    if source_views is not None or resume:
+        raise ConfigError("--source-views and --resume are options of --method generalizable")
     if init_from is not None:
         from perfdata.pipelines.generalizable_ckpt import load_model
 

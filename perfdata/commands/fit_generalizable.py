@@ -36,6 +36,13 @@ def config_from(config_file: str | None, **overrides: Any):  # type: ignore[no-u
     return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_unused(**given: Any) -> None:
+    """ConfigError naming the per-scene options given to `fit --method generalizable` (which does not use them)."""
+    used = sorted(k.replace("_", "-") for k, v in given.items() if v is not None)
+    if used:
+        raise ConfigError(f"--method generalizable does not take --{', --'.join(used)}")
+
+
 def fit_generalizable_command(reader: str, data: str, out: Path, scene_ids: Sequence[str], config_file: str | None,
                               resume: bool, force: bool, **options: Any) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -9,7 +9,7 @@ from perfdata.pipelines.generalizable_eval import encode_sources, render_frame
 
 from perfdata.synthetic import OBJECT_LABEL_NAMES, make_object_scene
 
-SIZE = 24
+SIZE = 16
 
 
 @pytest.fixture(autouse=True)
@@ -102,14 +102,14 @@ def test_one_scene_overfit_reproduces_its_target_view(scene_tensors) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(150):
-        out = gen.render_rays(model, encode_sources(model, st, views), o, d, zs, st.background, 24, g)
+        out = gen.render_rays(model, encode_sources(model, st, views), o, d, zs, st.background, 16, g)
         loss = torch.mean((out["rgb"] - truth) ** 2)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        img = render_frame(model, encode_sources(model, st, views), st, target, 24)["rgb"].clamp(0, 1)
+        img = render_frame(model, encode_sources(model, st, views), st, target, 16)["rgb"].clamp(0, 1)
     truth_img = truth.reshape(SIZE, SIZE, 3)
     mean_psnr = metrics.psnr(st.images[views].mean(dim=(0, 2, 3)).expand_as(truth_img), truth_img)
     got = metrics.psnr(img, truth_img)
@@ -121,3 +121,15 @@ def test_stratified_samples_stay_in_their_bins() -> None:
     assert torch.allclose(delta[:, 0], torch.tensor([0.5, 0.0]))
     bins = ((t[0] - 1.0) / 0.5).floor()
     assert np.array_equal(bins.numpy(), [0, 1, 2, 3])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_renders_and_trains_on_cuda(scene_tensors) -> None:
+    st = scene_tensors.to(torch.device("cuda"))
+    model = small_model().cuda().train()
+    o, d, zs = (t.float().cuda() for t in frame_rays(st, 1))
+    g = torch.Generator(device="cuda").manual_seed(0)
+    out = gen.render_rays(model, encode_sources(model, st, [0, 3, 5]), o, d, zs, st.background, 16, g)
+    out["rgb"].sum().backward()
+    assert out["rgb"].is_cuda and all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -14,9 +14,11 @@ images) and `psnr_grid_vs_model` (the grid's render against the model's).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +39,9 @@ from perfdata.grid import SparseGrid
 from perfdata.scene import Scene
 from perfdata.store.writer import WriteConfig
 
+if TYPE_CHECKING:
+    from perfdata.runner import RunConfig
+
 
 @dataclass(frozen=True)
 class ModelExportConfig:
@@ -55,7 +60,6 @@ class ModelExportConfig:
     chunk: int = 16384
     """Points evaluated at once."""
     force: bool = False
-    workers: int = 1
     dataset: str = "perfdata"
     device: str = "auto"
     write: WriteConfig = field(default_factory=WriteConfig)
@@ -166,40 +170,51 @@ def predict_scene(model: GeneralizableField, names: tuple[str, ...], scene: Scen
     return grid, found, [scene.frames[i].name for i in src]
 
 
-def export_from_model(run: str | Path, scenes: Sequence[Scene], out: str, cfg: ModelExportConfig) -> list[ExportedScene]:
-    """Write each scene's predicted grid into the store `out` (atomic per scene; complete scenes are skipped
-    unless `cfg.force`); root attrs refreshed at the end. Inputs are all checked before anything is written."""
-    import time
-
+def export_from_model(run: str | Path, scenes: Sequence[Scene], out: str, cfg: ModelExportConfig,
+                      run_cfg: RunConfig | None = None) -> list[ExportedScene]:
+    """Write each scene's predicted grid into the store `out`: one runner item per scene (atomic per scene;
+    complete scenes are skipped unless `cfg.force`); root attrs refreshed at the end. Inputs are all checked
+    before anything is written."""
     from perfdata.pipelines.export import ExportConfig, run_scene_jobs
 
+    from perfdata.runner import RunConfig
     from perfdata.store.location import Location
-    from perfdata.store.writer import grid_arrays, refresh_root, write_scene
+    from perfdata.store.writer import refresh_root
 
     device = resolve_device(cfg.device)
     ckpt = load_model(run, device)
     for scene in scenes:
         check_scene(scene, cfg.source_views, ckpt.model.cfg.image_size)
     loc = Location(out, cfg.write.storage_options)
-    found: dict[str, ExportedScene] = {}
-
-    def job(scene: Scene):  # type: ignore[no-untyped-def]
-        from perfdata.pipelines.export import SceneExport
-
-        t0 = time.perf_counter()
-        grid, m, src = predict_scene(ckpt.model, tuple(ckpt.label_names), scene, cfg, device)
-        extra = {"method": "generalizable", "model": str(run), "source_views": src, "cameras": scene_cameras_json(scene),
-                 "label_names": list(ckpt.label_names)}
-        write_scene(loc, scene.scene_id, grid_arrays(grid, cfg.write, class_name=scene.class_name, metrics=m,
-                                                     source=scene.source or scene.scene_id, extra=extra), cfg.write)
-        found[scene.scene_id] = ExportedScene(scene.scene_id, "written", grid.n_voxels, m, time.perf_counter() - t0)
-        return SceneExport(scene.scene_id, "written", grid.n_voxels)
-
-    ecfg = ExportConfig(force=cfg.force, workers=cfg.workers, dataset=cfg.dataset, write=cfg.write)
-    results = run_scene_jobs(loc, [(s.scene_id, s) for s in scenes], job, ecfg)
+    by_id = {s.scene_id: s for s in scenes}
+    work = functools.partial(export_scene, ckpt.model, tuple(ckpt.label_names), by_id, str(run), loc, cfg, device)
+    ecfg = ExportConfig(force=cfg.force, dataset=cfg.dataset, write=cfg.write)
+    results = run_scene_jobs(loc, list(by_id), work, ecfg, run_cfg or RunConfig())
     refresh_root(loc, cfg.dataset)
-    return [found.get(r.scene_id, ExportedScene(r.scene_id, r.status, r.n_voxels, {}, r.seconds, r.error))
+    metrics_of = {r.scene_id: loc_metrics(loc, r.scene_id) for r in results if r.status == "written"}
+    return [ExportedScene(r.scene_id, r.status, r.n_voxels, metrics_of.get(r.scene_id, {}), r.seconds, r.error)
             for r in results]
+
+
+def loc_metrics(loc, scene_id: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The metrics recorded in a written scene's attrs."""
+    from perfdata.store import open_store
+
+    return dict(open_store(loc.url).scene_attrs(scene_id).metrics)
+
+
+def export_scene(model: GeneralizableField, names: tuple[str, ...], scenes: dict[str, Scene], run: str, loc,  # type: ignore[no-untyped-def]
+                 cfg: ModelExportConfig, device: torch.device, scene_id: str) -> dict:
+    """Runner work: one scene's prediction -> one scene group of the store; facts n_voxels and metrics."""
+    from perfdata.store.writer import grid_arrays, write_scene
+
+    scene = scenes[scene_id]
+    grid, m, src = predict_scene(model, names, scene, cfg, device)
+    extra = {"method": "generalizable", "model": run, "source_views": src, "cameras": scene_cameras_json(scene),
+             "label_names": list(names)}
+    write_scene(loc, scene_id, grid_arrays(grid, cfg.write, class_name=scene.class_name, metrics=m,
+                                           source=scene.source or scene_id, extra=extra), cfg.write)
+    return {"n_voxels": grid.n_voxels, "metrics": m}
 
 
 def initial_grid_from_model(run: str | Path, scene: Scene, reso: int, background: torch.Tensor,

@@ -15,11 +15,12 @@ probability; without logits, mask is opacity > 0.5 and bg the background colour.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from perfdata.pipelines.generalizable_ckpt import load_model
 from perfdata.pipelines.generalizable_data import SceneTensors, check_scene, load_scene_tensors, spread_views
 from perfdata.pipelines.generalizable_eval import encode_sources, render_rays_chunked
 from perfdata.pipelines.poses import Camera, make_cameras
-from perfdata.pipelines.render import WHAT, RenderConfig
+from perfdata.pipelines.render_config import WHAT, RenderConfig
 from perfdata.pipelines.render_source import SceneInfo
 from perfdata.pipelines.render_view import encode_view
 from perfdata.pipelines.render_write import ContactTiles, scene_meta, write_views_folder
@@ -37,7 +38,11 @@ from perfdata.pipelines.render_write import ContactTiles, scene_meta, write_view
 from perfdata import camera
 from perfdata.devices import resolve_device
 from perfdata.errors import ConfigError
+from perfdata.records.render import SceneRender
 from perfdata.scene import Scene
+
+if TYPE_CHECKING:
+    from perfdata.runner import RunConfig
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,12 @@ class ModelRenderResult:
     kept: tuple[str, ...]
     n_views: int
     seconds: float
+    failed: tuple[tuple[str, str], ...] = ()
 
 
 def render_config(cfg: ModelRenderConfig, size: int) -> RenderConfig:
     """The render stage's config equivalent (checks the shared options the same way)."""
-    from perfdata.pipelines.render import check_config
+    from perfdata.pipelines.render_config import check_config
 
     rc = RenderConfig(n_views=cfg.n_views, size=size, poses=cfg.poses, what=cfg.what, depth_format=cfg.depth_format,
                       seed=cfg.seed, device=cfg.device, background_labels=cfg.background_labels)
@@ -129,7 +135,7 @@ def background_class_ids(names: Sequence[str], background: Sequence[str], device
 
 
 def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene, cfg: ModelRenderConfig, run: str,
-                 device: torch.device, tiles: ContactTiles) -> tuple[dict[str, Any], Iterator]:
+                 device: torch.device, tiles: ContactTiles) -> tuple[SceneRender, Iterator]:
     """The cameras.json meta of one scene and an iterator rendering its views one at a time."""
     check_scene(scene, cfg.source_views, model.cfg.image_size)
     st = load_scene_tensors(scene, names, labels=False).to(device)
@@ -140,8 +146,8 @@ def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene
     cams, kind = scene_cameras(scene, src, cfg, size, seed)
     what = tuple(w for w in cfg.what if w != "label" or model.cfg.n_classes)
     info = SceneInfo(scene.scene_id, scene.class_name, None, np.asarray(scene.world_from_grid), (), names or None)
-    meta = scene_meta(info, rc, kind, seed, what)
-    meta.update(model=str(run), source_views=[scene.frames[i].name for i in src], label_names=list(names))
+    meta = dataclasses.replace(scene_meta(info, rc, kind, seed, what), extra={
+        "model": str(run), "source_views": [scene.frames[i].name for i in src], "label_names": list(names)})
     sources = encode_sources(model, st, src)
     bg_ids = background_class_ids(names, cfg.background_labels, device)
     tiles.n_classes = max(len(names), 1)
@@ -158,10 +164,12 @@ def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene
 
 
 def render_from_model(run: str | Path, scenes: Sequence[Scene], out_dir: str | Path, cfg: ModelRenderConfig,
-                      progress: Callable[[str, int, int], None] | None = None) -> ModelRenderResult:
-    """Render every scene into out_dir/<scene_id>/; scenes already complete (DONE) are kept. Bad input (image
-    sizes, too few views, a bad checkpoint) raises before anything is written."""
-    from perfdata.pipelines.pack import DONE_NAME
+                      run_cfg: RunConfig | None = None, progress: Callable[[str, int, int], None] | None = None
+                      ) -> ModelRenderResult:
+    """Render every scene into out_dir/<scene_id>/, one runner item per scene (in this process; scenes already
+    done are kept). Bad input (image sizes, too few views, a bad checkpoint) raises before anything is written."""
+    from perfdata.markers import Markers
+    from perfdata.runner import RunConfig, StageJob, run_stage
 
     if cfg.poses not in ("train", "interpolate", "orbit"):
         raise ConfigError(f"--poses {cfg.poses!r}: choose train, interpolate or orbit")
@@ -171,14 +179,27 @@ def render_from_model(run: str | Path, scenes: Sequence[Scene], out_dir: str | P
     for scene in scenes:
         check_scene(scene, cfg.source_views, ckpt.model.cfg.image_size)
     out_dir = Path(out_dir)
-    rendered, kept, n_views = [], [], 0
-    for scene in scenes:
-        final = out_dir / scene.scene_id
-        if (final / DONE_NAME).is_file():
-            kept.append(scene.scene_id)
-            continue
-        tiles = ContactTiles(8, 1)
-        meta, views = scene_render(ckpt.model, tuple(ckpt.label_names), scene, cfg, str(run), device, tiles)
-        n_views += write_views_folder(final, meta, views, tiles, cfg.n_views, progress)
-        rendered.append(scene.scene_id)
-    return ModelRenderResult(out_dir, tuple(rendered), tuple(kept), n_views, time.perf_counter() - start)
+    by_id = {s.scene_id: s for s in scenes}
+    rc = run_cfg or RunConfig()
+    local = RunConfig(force=rc.force, retry_failed=rc.retry_failed, dry_run=rc.dry_run)  # the model stays here
+    work = functools.partial(render_scene, ckpt.model, tuple(ckpt.label_names), by_id, str(run), str(out_dir), cfg,
+                             device, progress)
+    outcomes = run_stage(StageJob(Markers.in_folder(out_dir, "render"), work), list(by_id), local)
+    return ModelRenderResult(
+        out_dir, tuple(o.item for o in outcomes if o.status == "done"),
+        tuple(o.item for o in outcomes if o.status == "skipped"),
+        sum(int(o.facts.get("n_views", 0)) for o in outcomes if o.status == "done"), time.perf_counter() - start,
+        tuple((o.item, o.error or o.status) for o in outcomes if o.status in ("failed", "held", "busy")))
+
+
+def render_scene(model: GeneralizableField, names: tuple[str, ...], scenes: dict[str, Scene], run: str, out_dir: str,
+                 cfg: ModelRenderConfig, device: torch.device, progress: Callable[[str, int, int], None] | None,
+                 scene_id: str) -> dict[str, Any]:
+    """Runner work: one scene's render folder (built under a temporary name and renamed whole)."""
+    from perfdata.atomic import remove_stale
+
+    tiles = ContactTiles(8, 1)
+    remove_stale(Path(out_dir), scene_id)
+    meta, views = scene_render(model, names, scenes[scene_id], cfg, run, device, tiles)
+    n_views = write_views_folder(Path(out_dir) / scene_id, meta, views, tiles, cfg.n_views, progress)
+    return {"n_views": n_views, "device": str(device)}

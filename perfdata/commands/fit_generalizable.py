@@ -43,6 +43,16 @@ def check_unused(**given: Any) -> None:
         raise ConfigError(f"--method generalizable does not take --{', --'.join(used)}")
 
 
+def fit_generalizable_from_cli(reader: str, data: str, out: Path, scene_ids: Sequence[str], config_file: str | None,
+                               resume: bool, run: Any, resolution: Any, downscale: Any, holdout_every: Any,
+                               init_from: Any, **options: Any) -> None:
+    """`fit --method generalizable`: refuse the per-scene options, then train."""
+    executor = None if run.executor.kind == "local" else run.executor.kind
+    check_unused(resolution=resolution, downscale=downscale, holdout_every=holdout_every, init_from=init_from,
+                 shard=run.shard, dry_run=run.dry_run or None, retry_failed=run.retry_failed or None, executor=executor)
+    fit_generalizable_command(reader, data, out, scene_ids, config_file, resume, run.force, **options)
+
+
 def fit_generalizable_command(reader: str, data: str, out: Path, scene_ids: Sequence[str], config_file: str | None,
                               resume: bool, force: bool, **options: Any) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -67,20 +77,25 @@ def fit_generalizable_command(reader: str, data: str, out: Path, scene_ids: Sequ
 
 
 def render_model_command(model: str, reader: str | None, data: str | None, out: str | None, scene_ids: Sequence[str],
-                         **options: Any) -> None:
+                         run: Any, **options: Any) -> None:
     from perfdata.pipelines.generalizable_render import ModelRenderConfig, render_from_model
 
     if reader is None or data is None or out is None:
         raise ConfigError("render --model needs --reader, --data and --out")
     cfg = ModelRenderConfig(**{k: v for k, v in options.items() if v is not None})
-    result = render_from_model(model, load_scenes(reader, data, scene_ids), out, cfg)
-    rows = [(s, "rendered") for s in result.rendered] + [(s, "kept (done)") for s in result.kept]
+    result = render_from_model(model, load_scenes(reader, data, scene_ids), out, cfg, run)
+    rows = [(s, "rendered", "") for s in result.rendered] + [(s, "kept (done)", "") for s in result.kept]
+    rows += [(s, "failed", e) for s, e in result.failed]
     print_table(f"render --model {model} -> {out}: {result.n_views} views in {result.seconds:.1f} s", rows,
-                header=("scene", "status"))
+                header=("scene", "status", "note"))
+    if result.failed:
+        import sys
+
+        sys.exit(1)
 
 
 def export_model_command(model: str, reader: str | None, data: str | None, out: str, scene_ids: Sequence[str],
-                         **options: Any) -> None:
+                         run: Any, **options: Any) -> None:
     import sys
 
     from perfdata.pipelines.generalizable_export import ModelExportConfig, export_from_model
@@ -88,12 +103,12 @@ def export_model_command(model: str, reader: str | None, data: str | None, out: 
     if reader is None or data is None:
         raise ConfigError("export --from-model needs --reader and --data")
     cfg = ModelExportConfig(**{k: v for k, v in options.items() if v is not None})
-    results = export_from_model(model, load_scenes(reader, data, scene_ids), out, cfg)
+    results = export_from_model(model, load_scenes(reader, data, scene_ids), out, cfg, run)
     rows = [(r.scene_id, r.status, r.n_voxels or "", _fmt(r.metrics.get("psnr")), _fmt(r.metrics.get("psnr_grid")),
              _fmt(r.metrics.get("psnr_grid_vs_model")), r.error) for r in results]
     print_table(f"export --from-model {model} -> {out}", rows,
                 header=("scene", "status", "voxels", "psnr model", "psnr grid", "grid vs model", "error"))
-    if any(r.status == "failed" for r in results):
+    if any(r.status in ("failed", "failed earlier", "busy") for r in results):
         sys.exit(1)
 
 

@@ -97,7 +97,7 @@ def test_render_model_then_pack(run: Path, data: Path, tmp_path: Path) -> None:
     res = invoke("render", "--model", run, "--reader", "synthetic", "--data", data, "--out", renders,
                  "--source-views", "2", "--views", "3", "--device", "cpu")
     assert res.exit_code == 0, res.output
-    scene = sorted(p for p in renders.iterdir() if p.is_dir())[0]
+    scene = sorted(p for p in renders.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
     meta = json.loads((scene / "cameras.json").read_text())
     assert len(meta["views"]) == 3 and len(meta["source_views"]) == 2 and "label.png" in meta["members"]
     assert (scene / "00000.rgb.png").is_file() and (scene / "00002.label.png").is_file() and (scene / "DONE").is_file()

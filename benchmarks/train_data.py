@@ -67,9 +67,17 @@ def synth_rooms(root: Path, spec: DataSpec) -> list[str]:
     return ids
 
 
+def built(cache: Path, spec: DataSpec) -> dict[str, object]:
+    return {"store": cache / "dataset.zarr", "shards": cache / "shards", "sources": cache / "src" / "objects",
+            "objects": object_ids(spec), "rooms": [f"room_{k:02d}" for k in range(spec.n_rooms)]}
+
+
 def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] | None = None) -> dict[str, object]:
-    """Build (or reuse) everything under `cache`; returns paths and the seconds each stage took. With
-    `fit_shard` (i, n) only synthesise and fit the i-th of n parts of the scenes (parallel builders)."""
+    """Build (or reuse) everything under `cache`; returns paths and the seconds each stage took (build.json,
+    written when the shards are packed; a finished cache is reused as it is). With `fit_shard` (i, n) only
+    synthesise and fit the i-th of n parts of the scenes (parallel builders)."""
+    import json
+
     from perfdata.pipelines.export import ExportConfig, export_fits
     from perfdata.pipelines.fit import fit_scenes
     from perfdata.pipelines.fitconfig import FitConfig
@@ -77,8 +85,10 @@ def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] |
     from perfdata.pipelines.pack import PackConfig, pack_renders
     from perfdata.pipelines.render import RenderConfig, render_store
 
-    from perfdata.store import open_store
+    from perfdata.runner import FINAL_FAILURES, RunConfig
 
+    if fit_shard is None and (cache / "shards" / "index.json").is_file() and (cache / "build.json").is_file():
+        return {**built(cache, spec), "seconds": json.loads((cache / "build.json").read_text()), "cached": True}
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     src_obj, src_room = cache / "src" / "objects", cache / "src" / "rooms"
@@ -88,8 +98,8 @@ def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] |
                         eval_max_views=1, seed=SEED, device="cpu")
     t = time.perf_counter()
     failed = [o for src in (src_obj, src_room)
-              for o in fit_scenes("synthetic", src, None, cache / "fits", fit_cfg, shard=fit_shard)
-              if o.status == "failed"]
+              for o in fit_scenes("synthetic", src, None, cache / "fits", fit_cfg, RunConfig(shard=fit_shard))
+              if o.status in FINAL_FAILURES]
     if failed:
         raise RuntimeError(f"fits failed: {[(o.scene_id, o.error) for o in failed]}")
     seconds["fit"] = time.perf_counter() - t
@@ -98,10 +108,8 @@ def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] |
     t = time.perf_counter()
     store_path = cache / "dataset.zarr"
     export_fits(cache / "fits", str(store_path), ExportConfig(dataset="bench-train", workers=1))
-    store = open_store(str(store_path))
     for ids, src in ((objs, src_obj), (rooms, src_room)):
-        todo = [s for s in ids if "labels_source" not in store.scene_attrs(s).extra]
-        label_scenes(store, todo, LabelConfig(), reader="synthetic", data=str(src))
+        label_scenes(str(store_path), ids, LabelConfig(), reader="synthetic", data=str(src))
     seconds["export+label"] = time.perf_counter() - t
     t = time.perf_counter()
     render_store(str(store_path), cache / "renders",
@@ -112,8 +120,8 @@ def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] |
     if not (cache / "shards" / "index.json").is_file():
         pack_renders(cache / "renders", cache / "shards", PackConfig(maxcount=64, val_fraction=VAL_FRACTION, seed=SEED))
     seconds["pack"] = time.perf_counter() - t
-    return {"store": store_path, "shards": cache / "shards", "sources": src_obj, "objects": objs, "rooms": rooms,
-            "seconds": seconds}
+    (cache / "build.json").write_text(json.dumps(seconds))
+    return {**built(cache, spec), "seconds": seconds, "cached": False}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ The dataset is built by the pipeline itself (benchmarks/train_data.py: synth -> 
   (coords, density, sh, sh+density), and for reference on the full grids, whose ground colour is the class shortcut;
 - seg3d (mIoU) on the labelled rooms with the dense and the sparse (spconv) backbone.
 References measured in the same run: chance (1 / classes), the run without background augmentation, and the
-per-feature-set / per-backbone variants. `seconds` is the training time of each task.
+per-feature-set / per-backbone variants. `seconds` is the training time of each task (the sum of its epochs'
+times: train + val). Runs resume (--resume) from what an interrupted benchmark left under --cache/runs.
 
     flock /work/locks/bench.lock .venv/bin/python benchmarks/train.py [--cache DIR] [--quick]
 """
@@ -30,11 +31,12 @@ TARGETS = {"cls2d.top1": 0.90, "cls2d.top1_source_images": 0.85, "cls3d.top1": 0
 
 
 def run(task: str, data: str, out: Path, **kw: Any) -> tuple[Any, float]:
+    """Train (resuming a run of the same settings that an earlier call left, so an interrupted benchmark picks
+    up where it stopped); returns the result and its training seconds (the epochs' own times)."""
     from perfdata.downstream.train import TrainConfig, train
 
-    t = time.perf_counter()
-    res = train(TrainConfig(task=task, data=data, out=str(out), device="cpu", **kw))
-    return res, time.perf_counter() - t
+    res = train(TrainConfig(task=task, data=data, out=str(out), device="cpu", resume=True, **kw))
+    return res, sum(e.seconds for e in res.epochs)
 
 
 def fit_seconds(cache: Path) -> dict[str, float]:
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "cls2d.n_val_views": aug.n_val})
     result["seconds"].update({"cls2d": s_aug, "cls2d_no_bg_aug": s_plain})
 
-    kw3d = dict(epochs=2 if q else 30, batch_size=8, reso=32, widths=(8, 16, 32), lr=3e-3, seed=0, scenes=("obj_*",))
+    kw3d = dict(epochs=2 if q else 12, batch_size=8, reso=32, widths=(8, 16, 32), lr=3e-3, seed=0, scenes=("obj_*",))
     feats: dict[str, float] = {}
     for features in ("coords", "density", "sh", "sh+density"):
         res, sec = run("cls3d", store, out / f"cls3d_{features.replace('+', '_')}", features=features,
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "cls3d.full_grid_top1": full.final.val_metric,
                    "cls3d.n_train_scenes": res.n_train, "cls3d.n_val_scenes": res.n_val})
 
-    kwseg = dict(epochs=2 if q else 40, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
+    kwseg = dict(epochs=2 if q else 20, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
     backbones: dict[str, float] = {}
     for backbone in ("dense", "sparse"):
         res, sec = run("seg3d", store, out / f"seg3d_{backbone}", backbone=backbone, **kwseg)

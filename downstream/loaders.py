@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from perfdata.errors import ConfigError, InputError
 from perfdata.grid import SparseGrid
-from perfdata.shards import read_index, verify_shards
+from perfdata.shardcheck import ShardEntry, open_shard_set, shard_samples
 from perfdata.store.reader import Store, densify
 
 IGNORE_2D = 255
@@ -74,22 +74,22 @@ class ShardData:
     shards: dict[str, tuple[str, ...]]
     """split -> shard file names in index order."""
     n_samples: dict[str, int]
+    entries: tuple[ShardEntry, ...] = ()
+    """The shards as index.json lists them (what the streaming checks compare against)."""
 
     @classmethod
     def open(cls, root: str | Path, verify: bool = False) -> ShardData:
-        """Read index.json (and with `verify`, check every shard's size and sha256); missing shards raise."""
+        """Read index.json and check every shard is of its set, present and of the listed size (with `verify`,
+        also its sha256); see perfdata.shardcheck."""
         root = Path(root)
-        index = verify_shards(root) if verify else read_index(root)
+        index, entries = open_shard_set(root, verify)
         shards: dict[str, list[str]] = {}
-        for entry in index["shards"]:
-            name = str(entry["name"])
-            if Path(name).name != name or not (root / name).is_file():
-                raise InputError(root / name, "shard listed in index.json is missing (or not a plain file name)")
-            shards.setdefault(str(entry["split"]), []).append(name)
+        for entry in entries:
+            shards.setdefault(entry.split, []).append(entry.name)
         if not index["classes"]:
             raise InputError(root / "index.json", "shard index has no classes; cls2d needs scenes with a class")
         return cls(root, tuple(index["classes"]), {k: tuple(v) for k, v in shards.items()},
-                   {str(k): int(v) for k, v in index["n_samples"].items()})
+                   {str(k): int(v) for k, v in index["n_samples"].items()}, tuple(entries))
 
     def urls(self, split: str) -> list[str]:
         return [str(self.root / name) for name in self.shards.get(split, ())]
@@ -159,7 +159,7 @@ def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0) -> A
     stages: list[Any] = []
     if cfg.shuffle_buffer > 0:
         rng.shuffle(urls)
-    stages += [wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.reraise_exception)]
+    stages += [wds.SimpleShardList(urls), shard_samples(data.entries)]  # counts and hashes each shard
     if cfg.shuffle_buffer > 0:
         stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=rng))
     stages += [
@@ -254,10 +254,10 @@ def store_seg_classes(store: Store, scene_ids: Sequence[str]) -> tuple[str, ...]
     max_label = -1
     for sid in scene_ids:
         where = f"{store.loc.url}/{store.loc.scene_key(sid)}"
-        arr = store.array(sid, "labels")
-        if arr is None:
+        labels = store.read_array(sid, "labels")  # a corrupt chunk is an error naming it
+        if labels is None:
             raise InputError(where, "scene has no 'labels' array; seg3d needs per-voxel labels")
-        max_label = max(max_label, int(np.asarray(arr[:]).max(initial=-1)))
+        max_label = max(max_label, int(labels.max(initial=-1)))
         found = store.scene_attrs(sid).extra.get("label_names")
         if found is not None:
             if names is not None and tuple(found) != names:

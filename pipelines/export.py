@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfdata.atomic import removed_on_error
 from perfdata.errors import ConfigError, InputError, PerfdataError
 from perfdata.grid import SparseGrid
 from perfdata.store.location import Location
@@ -130,6 +131,13 @@ def run_scene_jobs(
 ) -> list[SceneExport]:
     """Run `job(item)` for each (scene_id, item) not yet complete in `loc`, `cfg.workers` at a time; a failing
     scene is recorded and never stops the others."""
+    with removed_on_error(loc.local_path if loc.is_local and not cfg.dry_run else None):  # a crash: no new store
+        return _run_scene_jobs(loc, items, job, cfg)
+
+
+def _run_scene_jobs(
+    loc: Location, items: Sequence[tuple[str, Any]], job: Callable[[Any], SceneExport], cfg: ExportConfig
+) -> list[SceneExport]:
     if not cfg.dry_run:
         from perfdata.store.writer import ensure_root
 

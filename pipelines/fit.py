@@ -19,6 +19,8 @@ from perfdata import atomic
 from perfdata.devices import resolve_device, versions
 from perfdata.errors import ConfigError, FitError, InputError, PerfdataError
 from perfdata.executor import ExecutorConfig, TaskOutcome, run_tasks, shard_items
+from perfdata.memory import check_fit_memory
+from perfdata.names import scene_path
 from perfdata.scene import Scene
 from perfdata.status import write_plan
 
@@ -130,8 +132,10 @@ def fit_scenes(
     (all of `data`, or `scene_ids`) is split by `shard` (i, n) and run on `executor`; the planned ids go to
     `out_dir/plan.json` for `perfdata status`. `callback(scene_id, progress)` receives progress (in-process)."""
     out_dir = Path(out_dir)
+    if cfg.resolution:  # refused up front, with the estimate, rather than as an allocator error per scene
+        check_fit_memory(cfg.resolution, resolve_device(cfg.device))
     if scenes is not None:
-        return [_fit_or_skip(s, cfg, out_dir / s.scene_id, force, callback) for s in scenes]
+        return [_fit_or_skip(s, cfg, scene_path(out_dir, s.scene_id), force, callback) for s in scenes]
     ids = shard_items(select_scene_ids(reader, data, scene_ids), shard)
     write_plan(out_dir, "fit", ids)
     if executor.kind == "local":
@@ -157,7 +161,7 @@ def fit_scene_by_id(reader: str, data: str, out_dir: str, cfg: FitConfig, force:
     from perfdata.readers import get_reader
     from perfdata.status import mark_failed
 
-    out = Path(out_dir) / scene_id
+    out = scene_path(out_dir, scene_id)  # a safe name, inside out_dir (perfdata.names)
     if (out / DONE_MARKER).is_file() and not force:
         return FitOutcome(scene_id, "skipped", out, _done_metrics(out))
     try:

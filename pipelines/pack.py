@@ -21,7 +21,7 @@ from typing import Any
 
 from perfdata.devices import split_scene_ids
 from perfdata.errors import ConfigError, FormatVersionError, InputError
-from perfdata.shards import INDEX_NAME, ShardInfo, ShardWriter, sample_key, write_index
+from perfdata.shards import INDEX_NAME, ShardInfo, ShardSet, sample_key
 
 log = logging.getLogger(__name__)
 
@@ -151,22 +151,15 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig) 
     if cfg.dry_run:
         counts = {k: sum(len(metas[s]["views"]) for s in v) for k, v in splits.items()}
         return PackResult(out_dir, None, (), counts, scenes, tuple(classes), tuple(incomplete))
-    shards: list[ShardInfo] = []
-    writers = [ShardWriter(out_dir, split, cfg.maxcount, cfg.maxsize) for split in splits]
-    try:
-        for writer, (_split, ids) in zip(writers, splits.items(), strict=True):
-            with writer:
+    with ShardSet(out_dir) as shard_set:  # written whole, index.json switched last (perfdata.shards)
+        for split, ids in splits.items():
+            with shard_set.writer(split, cfg.maxcount, cfg.maxsize) as writer:
                 for sid in ids:
                     cid = class_index(classes, metas[sid].get("class_name"))
                     for key, members in iter_scene_samples(renders_dir / sid, metas[sid], cid):
                         writer.write(key, members)
-            shards.extend(writer.shards)
-        index = write_index(out_dir, shards, classes, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                            split_by=cfg.split_by, scenes={k: list(v) for k, v in scenes.items()})
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
+        index, shards = shard_set.commit(classes, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                                         split_by=cfg.split_by, scenes={k: list(v) for k, v in scenes.items()})
     n_samples = {k: sum(s.samples for s in shards if s.split == k) for k in splits}
     return PackResult(out_dir, index, tuple(shards), n_samples, scenes, tuple(classes), tuple(incomplete))
 

@@ -118,7 +118,7 @@ class FitsSource:
 
     @property
     def scene_ids(self) -> list[str]:
-        return sorted(p.parent.name for p in self.root.glob("*/grid.npz"))
+        return sorted(p.parent.name for p in self.root.glob("*/grid.npz") if not p.parent.name.startswith("."))
 
     def read_scene(self, scene_id: str) -> SparseGrid:
         return SparseGrid.load(self.root / scene_id / "grid.npz")

@@ -26,7 +26,8 @@ from perfdata import contact
 from perfdata.atomic import atomic_dir, write_bytes, write_json
 from perfdata.devices import resolve_device, split_scene_ids
 from perfdata.errors import PerfdataError
-from perfdata.shards import ShardWriter, write_index
+from perfdata.names import scene_path
+from perfdata.shards import ShardSet
 
 if TYPE_CHECKING:
     from perfdata.pipelines.render import Progress, RenderConfig
@@ -106,7 +107,7 @@ def render_to_folders(
     """Per-scene folders; scenes with DONE are kept. Returns RenderResult fields."""
     rendered, kept, failed, n_views = [], [], [], 0
     for info in infos:
-        final = out_dir / info.scene_id
+        final = scene_path(out_dir, info.scene_id)  # a safe name, inside out_dir (perfdata.names)
         if (final / DONE_NAME).is_file():
             kept.append(info.scene_id)
             continue
@@ -151,10 +152,9 @@ def render_to_shards(
     classes = sorted({i.class_name for i in infos if i.class_name is not None})
     splits = split_scene_ids([i.scene_id for i in infos], cfg.pack.val_fraction, cfg.pack.seed)
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
-    writers = {name: ShardWriter(out_dir, name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
     n_views = 0
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with ShardSet(out_dir) as shard_set:  # written whole, index.json switched last (perfdata.shards)
+        writers = {name: shard_set.writer(name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
         for info in infos:
             tiles = ContactTiles(cfg.contact_views, 1)
             cid = class_index(classes, info.class_name)
@@ -166,12 +166,7 @@ def render_to_shards(
                     progress(info.scene_id, i + 1, cfg.n_views)
             if tiles.rows:
                 contact.write_contact_sheet(out_dir / "contact" / f"{info.scene_id}.png", tiles.rows)
-        shards = [s for name in splits for s in writers[name].close()]
-        index = write_index(out_dir, shards, classes, seed=cfg.pack.seed, val_fraction=cfg.pack.val_fraction,
-                            split_by="scene", scenes={k: list(v) for k, v in splits.items()})
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
+        index, shards = shard_set.commit(classes, seed=cfg.pack.seed, val_fraction=cfg.pack.val_fraction,
+                                         split_by="scene", scenes={k: list(v) for k, v in splits.items()})
     rendered = tuple(i.scene_id for i in infos)
     return {"rendered": rendered, "n_views": n_views, "shards": tuple(shards), "index_path": index}

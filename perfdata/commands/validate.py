@@ -35,8 +35,8 @@ VALIDATORS: dict[str, tuple[Callable[[str], bool], Callable[[str], tuple[str, li
 @click.command()
 @click.argument("path")
 def validate(path: str) -> None:
-    """Check PATH (a dataset store: schema, versions, shapes, value ranges, NaNs, every chunk).
-    Prints each problem and exits 1 if there is any."""
+    """Check PATH (a dataset store: schema, versions, shapes, value ranges, NaNs, every chunk's checksum).
+    Prints each problem and exits 2 (bad input) if there is any."""
     from perfdata.errors import InputError
 
     kinds = [name for name, (detect, _) in VALIDATORS.items() if detect(path)]
@@ -45,5 +45,5 @@ def validate(path: str) -> None:
     summary, problems = VALIDATORS[kinds[0]][1](path)
     if problems:
         print_table(f"{summary}: {len(problems)} problem(s)", [(p,) for p in problems], header=("problem",))
-        sys.exit(1)
+        sys.exit(2)
     click.echo(f"{summary}: ok")

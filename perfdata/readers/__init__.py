@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from perfdata.errors import ConfigError, InputError
+from perfdata.names import check_scene_id
 from perfdata.scene import Scene
 
 READERS: dict[str, str] = {
@@ -41,7 +42,7 @@ def list_scenes(reader: str, root: str | Path) -> list[str]:
     ids = get_reader(reader).list_scenes(root)
     if not ids:
         raise InputError(root, f"no {reader} scenes found here")
-    return ids
+    return [check_scene_id(i, root) for i in ids]  # ids come from the data: one safe-name rule
 
 
 def load_scenes(reader: str, root: str | Path, scene_ids: Sequence[str] | None = None) -> Iterator[Scene]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -41,11 +42,12 @@ def test_shard_folder_errors(shard_dir: Path, tmp_path: Path) -> None:
         L.ShardData.open(tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(shard_dir, broken)
-    (broken / "val-000000.tar").unlink()
+    path = {Path(s["name"]).name: Path(s["name"]) for s in json.loads((shard_dir / "index.json").read_text())["shards"]}
+    (broken / path["val-000000.tar"]).unlink()
     with pytest.raises(InputError, match="val-000000.tar.*missing"):
         L.ShardData.open(broken)
-    shutil.copy(shard_dir / "train-000001.tar", broken / "train-000000.tar")
-    shutil.copy(shard_dir / "val-000000.tar", broken / "val-000000.tar")
+    shutil.copy(shard_dir / path["train-000001.tar"], broken / path["train-000000.tar"])
+    shutil.copy(shard_dir / path["val-000000.tar"], broken / path["val-000000.tar"])
     with pytest.raises(ChecksumError, match="train-000000.tar"):
         L.ShardData.open(broken, verify=True)
 

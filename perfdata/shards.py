@@ -244,7 +244,7 @@ class ShardSet:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_dead_staging(self.out_dir)
-            self.staging = tmp_name(self.out_dir / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}")
+            self.staging = tmp_name(self.out_dir / f"{STAGING_PREFIX[1:]}{socket.gethostname()}-{os.getpid()}")
             self.staging.mkdir()
         except OSError as exc:
             raise name_os_error(exc, self.out_dir) from None
@@ -277,6 +277,8 @@ class ShardSet:
         return path, listed
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(ev, OSError):
+            name_os_error(ev, self.out_dir)  # a full disk reports no path: name the shard folder
         if self._committed:
             return
         for writer in self.writers:

@@ -64,7 +64,7 @@ def scene_dirs(root: Path, is_scene: Callable[[Path], bool]) -> dict[str, Path]:
         return {root.resolve().name: root}
     if not root.is_dir():
         raise InputError(root, "not a folder")
-    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_scene(p)}
+    return {p.name: p for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.is_dir() and is_scene(p)}
 
 
 def scene_dir(root: Path, scene_id: str, is_scene: Callable[[Path], bool]) -> Path:

@@ -143,3 +143,18 @@ def shard_samples(entries: Iterable[ShardEntry]) -> Callable[[Iterable[dict[str,
         return group_by_keys(checked_files(src, by_url))  # type: ignore[no-any-return]
 
     return stage
+
+
+def validate_shards(root: str | Path) -> tuple[str, list[str]]:
+    """(summary, problems) for `perfdata validate` on a shard folder: the index checks with sha256, then every
+    shard streamed through and its sample count checked. Problems name the file."""
+    root = Path(root)
+    try:
+        index, entries = open_shard_set(root, verify=True)
+        by_url = {str(e.path): e for e in entries}
+        for _ in checked_files(({"url": url} for url in by_url), by_url):
+            pass
+    except InputError as exc:
+        return f"shards {root}", [str(exc)]
+    n = sum(e.samples for e in entries)
+    return f"shards {root}: {len(entries)} shards, {n} samples, set {index.get('shard_set', '-')}", []

@@ -204,6 +204,10 @@ def test_3_a_shard_truncated_at_a_sample_boundary_is_refused(pipeline: dict[str,
     cfg = ShardLoaderConfig("train", batch_size=4, shuffle_buffer=0)
     with pytest.raises(ChecksumError, match=rf"{Path(entry['name']).name}: holds 1 samples, index.json says 2"):
         list(shard_pipeline(ShardData.open(shards), cfg))
+    code, out = run_cli(["validate", shards], capsys)
+    assert code == 2 and "holds 1 samples, index.json says 2" in out
+    code, out = run_cli(["validate", pipeline["shards"]], capsys)
+    assert code == 0 and "7 shards, 12 samples" in out
 
 
 def test_3_a_wrong_sha256_is_found_without_verify(pipeline: dict[str, Path], tmp_path: Path) -> None:

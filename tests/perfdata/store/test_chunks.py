@@ -8,6 +8,7 @@ import zarr
 from perfdata.errors import InputError
 from perfdata.store import WriteConfig, grid_arrays, open_store, refresh_root, write_scene
 from perfdata.store.chunks import has_checksum
+from perfdata.store.codecs import quiet_numcodecs
 from perfdata.store.location import Location
 from perfdata.store.validate import validate_store
 
@@ -22,9 +23,10 @@ def _store(tmp_path, make_grid, checksum=True):
 
 def test_every_array_ends_in_crc32c_and_any_flipped_byte_is_named(tmp_path, make_grid):
     store = _store(tmp_path, make_grid)
-    group = zarr.open_group(str(store / "scenes" / "a"), mode="r")
-    assert sorted(group.array_keys()) == ["coords", "density", "labels", "sh"]
-    assert all(has_checksum(group[name]) for name in group.array_keys())
+    with quiet_numcodecs():
+        group = zarr.open_group(str(store / "scenes" / "a"), mode="r")
+        assert sorted(group.array_keys()) == ["coords", "density", "labels", "sh"]
+        assert all(has_checksum(group[name]) for name in group.array_keys())
     chunk = max((p for p in (store / "scenes" / "a" / "sh").rglob("*") if p.parent.name != "sh"),
                 key=lambda p: (p.is_file(), p.stat().st_size))
     key = chunk.relative_to(store).as_posix()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -112,6 +113,17 @@ def atomic_dir(final: str | Path, tmp_like: str | Path | None = None) -> Iterato
         if isinstance(exc, OSError):
             name_os_error(exc, final)
         raise
+
+
+def remove_stale(final: str | Path, tmp_like: str | Path | None = None) -> list[Path]:
+    """Remove the temporary siblings (`.<name>.<16 hex>.tmp*`) a killed writer of `final` left; call it before
+    writing `final` again where one writer per item is the rule (a scene folder)."""
+    like = Path(tmp_like if tmp_like is not None else final)
+    pattern = re.compile(rf"^\.{re.escape(like.name)}\.[0-9a-f]{{16}}{re.escape(TMP_SUFFIX)}")
+    stale = [p for p in like.parent.glob(".*") if pattern.match(p.name)] if like.parent.is_dir() else []
+    for path in stale:
+        _remove(path)
+    return stale
 
 
 @contextlib.contextmanager

@@ -100,6 +100,7 @@ def training_cameras(scene: Scene, holdout_every: int) -> list[dict]:
 
 def fit_one(scene: Scene, cfg: FitConfig, out: Path, callback: Callable[[FitProgress], None] | None) -> FitOutcome:
     """Fit and write one scene folder atomically (DONE last); a failure writes fit.json with status failed."""
+    atomic.remove_stale(out)  # a killed fit's hidden temporary folder
     start = time.perf_counter()
     try:
         result = fit_scene(scene, cfg, callback)

@@ -10,8 +10,6 @@ so any number of writers (threads, processes, cluster jobs) can export different
 from __future__ import annotations
 
 import dataclasses
-import glob
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 import zarr
 
 from perfdata import __version__
-from perfdata.atomic import atomic_dir
+from perfdata.atomic import atomic_dir, remove_stale
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
 from perfdata.store.chunks import write_chunks
@@ -124,8 +122,7 @@ def write_scene(loc: Location, scene_id: str, scene: SceneArrays, cfg: WriteConf
     key = loc.scene_key(scene_id)
     if loc.is_local:
         like = staging_name(loc, scene_id)
-        for stale in like.parent.glob(f".{glob.escape(like.name)}.*.tmp*"):  # left by a killed export
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_stale(loc.local_path / key, tmp_like=like)  # left by a killed export
         with atomic_dir(loc.local_path / key, tmp_like=like) as tmp:
             return _write_group(zarr.storage.LocalStore(tmp), scene, cfg)
     if loc.fs.exists(f"{loc.root}/{key}"):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+READER_HELP = ("Reader NAME or NAME:KEY=VALUE,... (options, e.g. co3d:min_quality=0.5,depth=off; see README): "
+               "blender, synthetic, rgbd, scannet, replica, co3d, llff, colmap.")
+
 
 def print_table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> None:
     """Print a small table with rich (to stdout)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from perfdata.commands.common import print_table
+from perfdata.commands.common import READER_HELP, print_table
 from perfdata.errors import ConfigError
 
 
@@ -22,7 +22,7 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 
 @click.command()
 @click.option("--method", type=click.Choice(["plenoxel", "semantic", "generalizable"]), default="plenoxel", show_default=True)
-@click.option("--reader", required=True, help="Reader name: blender, synthetic, rgbd, scannet, replica, co3d.")
+@click.option("--reader", required=True, help=READER_HELP)
 @click.option("--data", required=True, type=click.Path(), help="A scene folder or a dataset root.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (one sub-folder per scene).")
 @click.option("--scenes", "scene_ids", multiple=True, help="Scene ids to fit (default: all).")

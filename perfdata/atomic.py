@@ -10,6 +10,7 @@ path, so the CLI can name it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -53,6 +54,11 @@ def name_os_error(exc: OSError, path: str | Path) -> OSError:
     if not exc.filename and exc.errno is not None:
         exc.filename = str(path)
     return exc
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file, link or folder tree; absent is fine."""
+    _remove(Path(path))
 
 
 def _remove(path: Path) -> None:
@@ -115,17 +121,6 @@ def atomic_dir(final: str | Path, tmp_like: str | Path | None = None) -> Iterato
         raise
 
 
-def remove_stale(final: str | Path, tmp_like: str | Path | None = None) -> list[Path]:
-    """Remove the temporary siblings (`.<name>.<16 hex>.tmp*`) a killed writer of `final` left; call it before
-    writing `final` again where one writer per item is the rule (a scene folder)."""
-    like = Path(tmp_like if tmp_like is not None else final)
-    pattern = re.compile(rf"^\.{re.escape(like.name)}\.[0-9a-f]{{16}}{re.escape(TMP_SUFFIX)}")
-    stale = [p for p in like.parent.glob(".*") if pattern.match(p.name)] if like.parent.is_dir() else []
-    for path in stale:
-        _remove(path)
-    return stale
-
-
 @contextlib.contextmanager
 def removed_on_error(path: str | Path | None) -> Iterator[None]:
     """Remove `path` (a file or folder) when the block raises and `path` did not exist before it: a run that
@@ -177,3 +172,20 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def remove_stale(parent: str | Path, name: str) -> list[Path]:
+    """Remove the temporaries (`.<name>.*.tmp*`) that a killed writer of `parent/name` left behind. Call it only
+    while holding the item's lock (`perfdata.markers.Markers.lock`), so no live writer owns them."""
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]+\.tmp(\..*)?")  # mkstemp/mkdtemp names have no dots
+    for stale in Path(parent).glob(f".{glob.escape(name)}.*.tmp*"):
+        if not pattern.fullmatch(stale.name):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+

@@ -68,6 +68,26 @@ class ShardInfo:
     sha256: str
 
 
+@dataclass(frozen=True)
+class PackConfig:
+    """How rendered views are packed into shards (`perfdata pack`, and `perfdata render --shards`)."""
+
+    maxcount: int = 1000
+    """At most this many samples per shard."""
+    maxsize: int = 1 << 30
+    """Roll to a new shard before one would exceed this many bytes."""
+    val_fraction: float = 0.1
+    """Fraction of scenes (not views) that go to the val split."""
+    seed: int = 0
+    """Seed of the scene split."""
+    split_by: str = "scene"
+    """Only "scene": views of one scene never straddle splits."""
+    min_psnr: float | None = None
+    """Leave out (and list) scenes whose fit psnr is below this, or unknown."""
+    dry_run: bool = False
+    """Plan only: count scenes and samples, write nothing."""
+
+
 def sample_key(scene_id: str, *parts: str) -> str:
     """A WebDataset key `<scene_id>_<part>...`: dots (which split key from extension) and slashes become '_'.
     The scene id must pass the safe-name rule (perfdata.names)."""
@@ -130,6 +150,8 @@ class ShardWriter:
         if et is None:
             self.close()
         else:
+            if isinstance(ev, OSError):  # a full disk reports no path: name the shard being written
+                name_os_error(ev, self.out_dir / f"{self.split}-{len(self.shards):06d}.tar")
             self.abort()
 
     def write(self, key: str, members: Mapping[str, bytes]) -> None:
@@ -257,10 +279,25 @@ class ShardSet:
         self.writers.append(writer)
         return writer
 
-    def commit(self, classes: list[str], **extra: Any) -> tuple[Path, list[ShardInfo]]:
-        """Finish every writer, rename the staging folder to `set-<digest>/` and switch index.json to it."""
+    def adopt(self, shard: ShardInfo) -> ShardInfo:
+        """Bring a shard of the current set (`set-.../<name>`, as index.json lists it) into this one, by a hard
+        link (a copy where links are not possible): a split kept from an earlier run. Returns it as staged."""
         assert self.staging is not None, "use ShardSet as a context manager"
-        shards = [s for w in self.writers for s in w.close()]
+        source, target = self.out_dir / shard.name, self.staging / Path(shard.name).name
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        return dataclasses.replace(shard, name=target.name)
+
+    def commit(self, classes: list[str], shards: list[ShardInfo] | None = None,
+               **extra: Any) -> tuple[Path, list[ShardInfo]]:
+        """Finish every writer, rename the staging folder to `set-<digest>/` and switch index.json to it.
+        `shards` (names relative to the staging folder) replaces the writers' own list where other processes
+        wrote into `staging` (the per-split runner items of `perfdata pack`)."""
+        assert self.staging is not None, "use ShardSet as a context manager"
+        written = [s for w in self.writers for s in w.close()]
+        shards = written if shards is None else shards
         digest = hashlib.sha256(json.dumps([[s.name, s.sha256] for s in shards]).encode()).hexdigest()
         name = f"set-{digest[:16]}"
         final = self.out_dir / name

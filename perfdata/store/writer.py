@@ -122,7 +122,7 @@ def write_scene(loc: Location, scene_id: str, scene: SceneArrays, cfg: WriteConf
     key = loc.scene_key(scene_id)
     if loc.is_local:
         like = staging_name(loc, scene_id)
-        remove_stale(loc.local_path / key, tmp_like=like)  # left by a killed export
+        remove_stale(like.parent, like.name)  # left by a killed export
         with atomic_dir(loc.local_path / key, tmp_like=like) as tmp:
             return _write_group(zarr.storage.LocalStore(tmp), scene, cfg)
     if loc.fs.exists(f"{loc.root}/{key}"):

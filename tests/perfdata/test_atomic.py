@@ -74,6 +74,6 @@ def test_removed_on_error_only_removes_what_it_created(tmp_path: Path) -> None:
 def test_remove_stale_removes_only_the_items_own_leftovers(tmp_path: Path) -> None:
     for name in (".s0.0123456789abcdef.tmp", ".s0.0123456789abcdef.tmp.old", ".s01.0123456789abcdef.tmp", "s0"):
         (tmp_path / name).mkdir()
-    removed = atomic.remove_stale(tmp_path / "s0")
+    removed = atomic.remove_stale(tmp_path, "s0")
     assert sorted(p.name for p in removed) == [".s0.0123456789abcdef.tmp", ".s0.0123456789abcdef.tmp.old"]
     assert sorted(os.listdir(tmp_path)) == [".s01.0123456789abcdef.tmp", "s0"]

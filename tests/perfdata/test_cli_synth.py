@@ -94,7 +94,7 @@ def test_demo_cli_runs_the_pipeline_and_a_rerun_skips_finished_work(tmp_path, ca
 
 
 def test_run_demo_takes_a_custom_step_list(tmp_path):
-    from perfdata.demo import DemoConfig, default_steps, run_demo
+    from perfdata.pipelines.demo import DemoConfig, default_steps, run_demo
 
     steps = ["synth objects", "contact sheet", "report"]
     chosen = [(name, step) for name, step in default_steps() if name in steps]

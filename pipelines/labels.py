@@ -169,7 +169,9 @@ def label_store(store: Store, scene_id: str, labels: np.ndarray, dist: np.ndarra
     new_attrs = dataclasses.replace(attrs, extra=extra).to_json()
     loc, key = store.loc, store.loc.scene_key(scene_id)
     if loc.is_local:
-        with atomic_dir(loc.local_path / key, tmp_like=staging_name(loc, scene_id)) as tmp:  # outside the hierarchy
+        like = staging_name(loc, scene_id)  # beside the store, outside its hierarchy
+        remove_stale(like.parent, like.name)
+        with atomic_dir(loc.local_path / key, tmp_like=like) as tmp:
             shutil.copytree(loc.local_path / key, tmp, dirs_exist_ok=True)
             _add_arrays(zarr.storage.LocalStore(tmp), arrays, new_attrs)
     else:

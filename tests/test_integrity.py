@@ -23,6 +23,7 @@ import zarr
 
 from perfdata.cli import main
 from perfdata.errors import ChecksumError, InputError
+from perfdata.records.fit import FitRecord, write_fit
 from perfdata.shardcheck import open_shard_set
 from perfdata.shards import read_index, verify_shards
 
@@ -83,9 +84,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         folder = root / "fits" / f"obj_{i}"
         folder.mkdir(parents=True)
         shell_grid(24, seed=i).save(folder / "grid.npz")
-        (folder / "fit.json").write_text(json.dumps({"class_name": CLASSES[i % 2], "metrics": {"psnr": 30.0}}))
+        write_fit(folder, FitRecord(scene_id=f"obj_{i}", method="plenoxel", class_name=CLASSES[i % 2],
+                                    metrics={"psnr": 30.0}))
         (folder / "DONE").write_text("")
-    export_fits(root / "fits", str(root / "store.zarr"), ExportConfig(workers=1))
+    export_fits(root / "fits", str(root / "store.zarr"), ExportConfig())
     render = render_store(root / "store.zarr", root / "renders",
                           RenderConfig(n_views=3, size=16, poses="orbit", device="cpu", what=("rgb", "mask")))
     assert not render.failed, render.failed
@@ -278,30 +280,37 @@ def _tmpfs_available() -> bool:
 
 def _on_full_disk(mount: Path, size: str, cmd: list[str]) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Run `cmd` with a `size` tmpfs at `mount` in a private mount namespace; (run, files left on the tmpfs,
-    hidden ones included)."""
+    hidden ones included). The runner's failure records left there are copied to stderr."""
     if not _tmpfs_available():
         pytest.skip("no private mount namespace with tmpfs here (unshare -m / mount)")
     mount.mkdir()
     script = (f"mount -t tmpfs -o size={size} tmpfs '{mount}' && "
-              + " ".join(f"'{c}'" for c in cmd) + f"; rc=$?; find '{mount}' -mindepth 1 >&2; exit $rc")
+              + " ".join(f"'{c}'" for c in cmd) + f"; rc=$?; find '{mount}' -mindepth 1 >&2; "
+              f"find '{mount}' -name FAILED.json -exec cat {{}} + >&2; exit $rc")
     run = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=180)
     left = [line for line in run.stderr.splitlines() if line.startswith(str(mount))]
     return run, left
 
 
 def test_4_export_and_pack_on_a_full_disk(pipeline: dict[str, Path], tmp_path: Path) -> None:
-    run, left = _on_full_disk(tmp_path / "disk", "96k",
-                              [*PERFDATA, "export", "--fits", str(pipeline["fits"]), "--out",
-                               str(tmp_path / "disk" / "s.zarr"), "--workers", "2"])
-    assert run.returncode == 1, run.stderr
-    assert f"error: {tmp_path / 'disk'}" in run.stderr and "no space left on device" in run.stderr
-    assert "Traceback" not in run.stderr and "Task was destroyed" not in run.stderr
-    assert left == []  # no store, no scenes/.<id>.*.tmp, nothing
-    run, left = _on_full_disk(tmp_path / "disk2", "48k",
-                              [*PERFDATA, "pack", "--renders", str(pipeline["renders"]), "--out",
-                               str(tmp_path / "disk2" / "shards"), "--maxcount", "1"])
-    assert run.returncode == 1 and "no space left on device" in run.stderr and str(tmp_path / "disk2") in run.stderr
-    assert "Traceback" not in run.stderr and left == []  # not even an empty shard folder
+    disk = tmp_path / "disk"
+    run, left = _on_full_disk(disk, "96k", [*PERFDATA, "export", "--fits", str(pipeline["fits"]), "--out",
+                                            str(disk / "s.zarr"), "--executor", "threads:2"])
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert f'"error": "{disk}/s.zarr/scenes/obj_0: no space left on device"' in run.stderr  # named, recorded
+    assert "Traceback" not in out and "Task was destroyed" not in out
+    # no store, no scenes/.<id>.*.tmp: only the runner's failure records (hidden, read by `perfdata status`)
+    assert left and all(p.startswith(str(disk / ".s.zarr.perfdata")) for p in left), left
+    disk2 = tmp_path / "disk2"
+    run, left = _on_full_disk(disk2, "48k", [*PERFDATA, "pack", "--renders", str(pipeline["renders"]), "--out",
+                                             str(disk2 / "shards"), "--maxcount", "1"])
+    out = run.stdout + run.stderr
+    assert run.returncode == 1 and f'"error": "{disk2}/shards/.pack-' in run.stderr, out
+    assert ': no space left on device"' in run.stderr
+    assert "Traceback" not in out  # no shard, no index.json, no staging: only the runner's failure records
+    shards = str(disk2 / "shards")
+    assert left and [p for p in left if p != shards and not p.startswith(f"{shards}/.perfdata")] == []
 
 
 def test_4_fit_resolution_the_memory_cannot_hold(shared_data, tmp_path: Path,
@@ -337,7 +346,7 @@ def test_5_a_killed_export_leaves_nothing_a_reader_lists(pipeline: dict[str, Pat
     from perfdata.store.validate import validate_store
 
     store = tmp_path / "s.zarr"
-    run = killed_run(["export", "--fits", pipeline["fits"], "--out", store, "--workers", "1"],
+    run = killed_run(["export", "--fits", pipeline["fits"], "--out", store],
                      "perfdata.store.writer:write_chunks", after=2)
     assert run.returncode == -signal.SIGKILL, run.stderr
     staging = list(tmp_path.glob(".s.zarr.obj_0.*.tmp"))
@@ -345,8 +354,8 @@ def test_5_a_killed_export_leaves_nothing_a_reader_lists(pipeline: dict[str, Pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # zarr warns about unknown objects in a group: there are none
         assert list(zarr.open_group(str(store), mode="r")["scenes"].group_keys()) == []
-    export_fits(pipeline["fits"], str(store), ExportConfig(workers=1))  # the rerun cleans it up
-    assert not list(tmp_path.glob(".*"))
+    export_fits(pipeline["fits"], str(store), ExportConfig())  # the rerun cleans it up
+    assert not list(tmp_path.glob(".*.tmp*"))
     assert sorted(zarr.open_group(str(store), mode="r")["scenes"].group_keys()) == [f"obj_{i}" for i in range(4)]
     assert validate_store(str(store)).ok
 
@@ -405,34 +414,36 @@ def test_8_a_co3d_sequence_name_that_escapes_is_refused(tmp_path: Path, capsys: 
 
 
 def test_8_every_stage_refuses_an_unsafe_id_where_it_becomes_a_path(tmp_path: Path) -> None:
-    from perfdata.pipelines.pack import build_sample
+    from perfdata.pipelines.render import RenderConfig, render_scene, render_store
     from perfdata.pipelines.render_source import MemorySource
-    from perfdata.pipelines.render_write import render_to_folders
 
     from perfdata.errors import UnsafePathError
+    from perfdata.markers import Markers
     from perfdata.names import scene_path
+    from perfdata.shards import sample_key
     from perfdata.store.location import Location
 
     for bad in ("../x", "/etc", "a/b", "..", "x\x00y", "C:x", "n" * 201):
         with pytest.raises(UnsafePathError):
-            scene_path(tmp_path / "fits", bad)
+            scene_path(tmp_path / "fits", bad)  # fit folders, render folders
         with pytest.raises(UnsafePathError):
-            Location(str(tmp_path / "s.zarr")).scene_key(bad)
+            Location(str(tmp_path / "s.zarr")).scene_key(bad)  # store groups (export, label)
         with pytest.raises(UnsafePathError):
-            build_sample({"scene_id": bad}, {"name": "00000", "K": [], "c2w": [], "width": 1, "height": 1}, {}, 0)
+            sample_key(bad, "00000")  # shard keys
+        with pytest.raises(UnsafePathError):
+            Markers.in_folder(tmp_path / "out", "render").item_dir(bad)  # every runner item
     (tmp_path / "out").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UnsafePathError, match="outside"):
         scene_path(tmp_path / "out", "link")
-    grid = shell_grid(8)
-    from perfdata.pipelines.render import RenderConfig
-    from perfdata.pipelines.render_source import scene_info
-
-    source = MemorySource({"../x": grid}, {})
+    source = MemorySource({"../x": shell_grid(8)}, {})
+    cfg = RenderConfig(device="cpu", n_views=1, size=8, poses="orbit")
     with pytest.raises(UnsafePathError, match="refusing"):
-        render_to_folders(source, [scene_info(source, "../x")], tmp_path / "out", RenderConfig(device="cpu"))
-    assert not (tmp_path / "x").exists()
+        render_scene(source, str(tmp_path / "out"), cfg, None, "../x")
+    with pytest.raises(UnsafePathError, match="refusing"):
+        render_store(source, tmp_path / "out", cfg)
+    assert not (tmp_path / "x").exists() and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["link"]
 
 
 # 9 ---------------------------------------------------------------------------------- shareable outputs
@@ -450,7 +461,7 @@ def test_9_outputs_take_the_umask(pipeline: dict[str, Path], tmp_path: Path) -> 
 
     old = os.umask(0o022)
     try:
-        export_fits(pipeline["fits"], str(tmp_path / "s.zarr"), ExportConfig(workers=1, scenes=("obj_0",)))
+        export_fits(pipeline["fits"], str(tmp_path / "s.zarr"), ExportConfig(scenes=("obj_0",)))
         pack_renders(pipeline["renders"], tmp_path / "shards", PackConfig(maxcount=4))
         assert _modes(tmp_path / "s.zarr") == {"d755", "f644"}
         assert _modes(tmp_path / "shards") == {"d755", "f644"}

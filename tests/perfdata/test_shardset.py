@@ -23,10 +23,12 @@ def _write(out: Path, n: int, fail_at: int | None = None) -> None:
         shard_set.commit(["a"])
 
 
-def test_a_failed_set_leaves_nothing_and_names_the_folder(tmp_path: Path) -> None:
+def test_a_failed_set_leaves_nothing_and_names_the_shard(tmp_path: Path) -> None:
     with pytest.raises(OSError) as info:
         _write(tmp_path / "new", 5, fail_at=3)
-    assert info.value.filename == str(tmp_path / "new") and not (tmp_path / "new").exists()
+    name = Path(info.value.filename)
+    assert name.name == "train-000001.tar" and name.parent.parent == tmp_path / "new"  # in the staging folder
+    assert not (tmp_path / "new").exists()
     _write(tmp_path / "kept", 4)
     before = (tmp_path / "kept" / "index.json").read_bytes()
     with pytest.raises(OSError):

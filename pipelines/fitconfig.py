@@ -82,6 +82,9 @@ class FitConfig:
     """Seed of ray batches and TV subsets."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
+    init_from: str | None = None
+    """A generalizable run folder: start from its prediction of the scene instead of a constant grid
+    (`perfdata.pipelines.generalizable_export.initial_grid_from_model`)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -473,3 +473,18 @@ def test_9_outputs_take_the_umask(pipeline: dict[str, Path], tmp_path: Path) -> 
         assert json.loads((tmp_path / "fit" / "obj_0" / "fit.json").read_text())["wall_seconds"] is None  # 7: JSON
     finally:
         os.umask(old)
+
+
+def test_2_a_rerun_redoing_one_split_keeps_the_other_and_switches_whole(pipeline: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    from perfdata.pipelines.pack import PackConfig, pack_renders
+
+    shards = tmp_path / "shards"
+    cfg = PackConfig(maxcount=2, val_fraction=0.25)
+    first = pack_renders(pipeline["renders"], shards, cfg)
+    before = read_index(shards)
+    (shards / ".perfdata" / "pack" / "items" / "val" / "DONE").unlink()  # val must be written again
+    again = pack_renders(pipeline["renders"], shards, cfg)
+    assert [o.status for o in again.outcomes] == ["skipped", "done"]  # train kept (linked in), val rewritten
+    assert read_index(shards) == before and again.shards == first.shards  # the same bytes: the same set
+    assert verify_shards(shards) and visible(shards) == ["index.json", before["shard_set"]]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from perfdata.models import fused as fused_render
 from perfdata.models import sampling, sh, volrend
 
 from perfdata.grid import SparseGrid
@@ -245,9 +246,15 @@ def lookup(accel: Accel, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def render_cube_rays(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
-    background: torch.Tensor, weight_thresh: float = 1e-4,
+    background: torch.Tensor, weight_thresh: float = 1e-4, fused: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Render cube rays with empty-space skipping (see `render_rays` for the outputs)."""
+    """Render cube rays with empty-space skipping (see `render_rays` for the outputs).
+
+    With `fused` (default) the fused kernels (`perfdata.models.fused`) render where they compile for the
+    device; else, or with fused=False, the plain PyTorch path below (the reference)."""
+    if fused and origins.shape[0] and fused_render.available(origins.device):
+        rgb, depth, opacity = fused_render.render_rays(grid, accel, origins, dirs, weight_thresh)
+        return {"rgb": volrend.add_background(rgb, opacity, background), "depth": depth * z_scale, "opacity": opacity}
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs)
     ids, w = lookup(accel, u)

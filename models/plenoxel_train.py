@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from perfdata.models import fused as fused_render
 from perfdata.models import sampling, sh, volrend
 from perfdata.models.plenoxel import Accel, PlenoxelGrid, lookup, march
 
@@ -25,7 +26,9 @@ class TrainRender:
         sh_rows: (m, ) grid rows behind `sh_leaf` (m, 27).
         n_samples: samples in occupied cells. n_alive: those in front of the surface (composited).
         n_colour: samples whose colour was evaluated.
-        colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights.
+        colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights;
+            None from the fused path (which keeps no per-sample tensor).
+        fused: whether the fused kernels rendered (else the plain PyTorch reference).
     """
 
     rgb: torch.Tensor
@@ -37,14 +40,15 @@ class TrainRender:
     n_samples: int
     n_alive: int
     n_colour: int
-    colour_ids: torch.Tensor
-    colour_weights: torch.Tensor
+    colour_ids: torch.Tensor | None
+    colour_weights: torch.Tensor | None
+    fused: bool = False
 
 
 def render_train(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
     background: torch.Tensor, offset: torch.Tensor | float = 0.5, weight_thresh: float = 1e-4,
-    trans_thresh: float = 0.0,
+    trans_thresh: float = 0.0, fused: bool = True,
 ) -> TrainRender:
     """Differentiable render of cube rays (origins (n_rays, 3), unit dirs (n_rays, 3), z_scale (n_rays,));
     background (3,) may require grad (a learned colour).
@@ -54,7 +58,16 @@ def render_train(
     of samples, less than it cost, hence off by default); densities with grad; SH colour only where the
     weight exceeds `weight_thresh`. The density gradient is dense over the grid's rows
     (cheap: one float each); the SH gradient covers only the rows the colour samples touch.
+
+    With `fused` (default) the fused kernels (`perfdata.models.fused`) run where they compile for the device
+    (same outputs and gradients; they stop a ray once it is opaque, so `trans_thresh` is not used there); with
+    fused=False, or where they do not compile, the plain PyTorch path below, the reference.
     """
+    if fused and origins.shape[0] and fused_render.available(origins.device):
+        out = fused_render.render_train(grid, accel, origins, dirs, offset, weight_thresh)
+        rgb = volrend.add_background(out["rgb"], out["opacity"], background)
+        return TrainRender(rgb, out["depth"] * z_scale, out["opacity"], out["density_leaf"], out["sh_rows"],
+                           out["sh_leaf"], out["n_samples"], out["n_samples"], out["n_colour"], None, None, True)
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs, offset)
     ids, w = lookup(accel, u)
@@ -82,9 +95,11 @@ def render_train(
                        ids[sel], weights.detach()[sel])
 
 
-def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
+def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor | None, weights: torch.Tensor | None) -> None:
     """max_weight (n,) <- max(max_weight, the largest compositing weight (m,) of a sample next to each row);
-    ids (m, 8) are the samples' corner rows (-1 empty). Used to prune voxels no ray ever relied on."""
+    ids (m, 8) are the samples' corner rows (-1 empty). Used to prune voxels no ray ever relied on; needs the
+    reference render's per-sample ids (`render_train(..., fused=False)`)."""
+    assert ids is not None and weights is not None, "max-weight pruning needs render_train(..., fused=False)"
     flat = ids.reshape(-1)
     vals = weights[:, None].expand(-1, 8).reshape(-1)
     keep = flat >= 0

@@ -166,40 +166,52 @@ def _wp(t: torch.Tensor) -> Any:
     return wp.from_torch(t, dtype=wp.float32 if t.dtype == torch.float32 else None)
 
 
-def forward(launch: _Launch, n_voxels: int, mark: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def forward(launch: _Launch, n_voxels: int, mark: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Run the forward kernel: out (n_rays, 5) [rgb, depth before z_scale, opacity], counts (n_rays, 2)
-    [samples, colour samples] and, with `mark`, flags (n_voxels,) uint8 of the rows colour samples touch."""
+    [samples, colour samples] and, with `mark`, flags (n_voxels,) uint8 of the rows samples with density > 0
+    touch and of the rows colour samples touch (else [])."""
     from perfdata.models import fused_kernels as fk
 
     dev = launch.device
     out = torch.zeros((launch.n_rays, 5), dtype=torch.float32, device=dev)
     counts = torch.zeros((launch.n_rays, 2), dtype=torch.int32, device=dev)
-    flags = torch.zeros(max(n_voxels, 1) if mark else 1, dtype=torch.uint8, device=dev)
-    args = [int(mark), _wp(out), _wp(counts), _wp(flags)]
+    flags = [torch.zeros(max(n_voxels, 1) if mark else 1, dtype=torch.uint8, device=dev) for _ in range(2)]
+    args = [int(mark), _wp(out), _wp(counts), _wp(flags[0]), _wp(flags[1])]
     _run(launch, fk.render_forward, [args] * _n_workers(launch))
-    return out, counts, flags[:n_voxels] if mark else None
+    return out, counts, [f[:n_voxels] for f in flags] if mark else []
+
+
+def compact(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flagged rows (m,) int64, sorted, and the map (n_voxels,) int32 from a row to its position (-1 = not
+    flagged)."""
+    rows = torch.nonzero(flags).squeeze(-1)
+    row_map = torch.full((max(flags.numel(), 1),), -1, dtype=torch.int32, device=flags.device)
+    row_map[rows] = torch.arange(rows.numel(), dtype=torch.int32, device=flags.device)
+    return rows, row_map
 
 
 def backward(
-    launch: _Launch, out: torch.Tensor, grad_out: torch.Tensor, row_map: torch.Tensor, n_voxels: int, n_rows: int
+    launch: _Launch, out: torch.Tensor, grad_out: torch.Tensor, maps: tuple[torch.Tensor, torch.Tensor],
+    n_rows: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the backward kernel: grad_density (n_voxels,) and grad_sh (n_rows, 27) of the compact rows."""
+    """Run the backward kernel: grad_density (m_d,) and grad_sh (m_s, 27) over the compact rows of
+    maps (map_d, map_s) (n_voxels,) each, with n_rows (m_d, m_s)."""
     from perfdata.models import fused_kernels as fk
 
     n_workers = _n_workers(launch)
     dev = launch.device
-    grad_d = torch.zeros((n_workers, max(n_voxels, 1)), dtype=torch.float32, device=dev)
-    grad_s = torch.zeros((n_workers, max(n_rows, 1), 27), dtype=torch.float32, device=dev)
-    fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(row_map)]
+    grad_d = torch.zeros((n_workers, max(n_rows[0], 1)), dtype=torch.float32, device=dev)
+    grad_s = torch.zeros((n_workers, max(n_rows[1], 1), 27), dtype=torch.float32, device=dev)
+    fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(maps[0]), _wp(maps[1])]
     per_worker = [fixed + [_wp(grad_d[j]), _wp(grad_s[j])] for j in range(n_workers)]
     _run(launch, fk.render_backward, per_worker)
-    return grad_d.sum(0)[:n_voxels], grad_s.sum(0)[:n_rows]
+    return grad_d.sum(0)[: n_rows[0]], grad_s.sum(0)[: n_rows[1]]
 
 
 class _FusedRender(torch.autograd.Function):
-    """(density leaf (n_voxels, 1), compact SH leaf (m, 27)) -> rgb (n_rays, 3), depth (n_rays,) before z_scale,
-    opacity (n_rays,); the forward kernel already ran (its outputs come in `state`), backward runs the backward
-    kernel."""
+    """(compact density leaf (m_d, 1), compact SH leaf (m_s, 27)) -> rgb (n_rays, 3), depth (n_rays,) before
+    z_scale, opacity (n_rays,); the forward kernel already ran (its outputs come in `state`), backward runs the
+    backward kernel."""
 
     @staticmethod
     def forward(ctx, density_leaf: torch.Tensor, sh_leaf: torch.Tensor, state: dict) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
@@ -214,7 +226,7 @@ class _FusedRender(torch.autograd.Function):
         for sl, g in ((slice(0, 3), g_rgb), (slice(3, 4), g_depth), (slice(4, 5), g_opacity)):
             if g is not None:
                 grad_out[:, sl] = g.reshape(grad_out.shape[0], -1)
-        grad_d, grad_s = backward(st["launch"], st["out"], grad_out, st["row_map"], st["n_voxels"], st["n_rows"])
+        grad_d, grad_s = backward(st["launch"], st["out"], grad_out, st["maps"], st["n_rows"])
         return grad_d.unsqueeze(-1), grad_s, None
 
 
@@ -240,18 +252,16 @@ def render_train(
     weight_thresh: float,
 ) -> dict[str, Any]:
     """Differentiable render of cube rays: rgb (n_rays, 3) foreground, depth (n_rays,) before z_scale, opacity
-    (n_rays,), the leaves density_leaf (n_voxels, 1) and sh_leaf (m, 27) with sh_rows (m,) (the rows colour
-    samples touch, sorted), and the sample counts n_samples and n_colour."""
+    (n_rays,); the leaves density_leaf (m_d, 1) over density_rows (m_d,) (the rows samples with density > 0
+    touch) and sh_leaf (m_s, 27) over sh_rows (m_s,) (the rows colour samples touch), rows sorted; and the
+    sample counts n_samples and n_colour."""
     launch = _prepare(grid, accel, origins, dirs, _offsets(offset, origins), weight_thresh)
-    n_voxels = grid.n_voxels
-    out, counts, flags = forward(launch, n_voxels, mark=True)
-    rows = torch.nonzero(flags).squeeze(-1)  # type: ignore[arg-type]
-    row_map = torch.full((max(n_voxels, 1),), -1, dtype=torch.int32, device=grid.device)
-    row_map[rows] = torch.arange(rows.numel(), dtype=torch.int32, device=grid.device)
-    d_leaf = grid.density.detach().requires_grad_(True)
-    s_leaf = grid.sh.index_select(0, rows).requires_grad_(True)
-    state = {"launch": launch, "out": out, "row_map": row_map, "n_voxels": n_voxels, "n_rows": int(rows.numel())}
+    out, counts, flags = forward(launch, grid.n_voxels, mark=True)
+    (rows_d, map_d), (rows_s, map_s) = compact(flags[0]), compact(flags[1])
+    d_leaf = grid.density.index_select(0, rows_d).requires_grad_(True)
+    s_leaf = grid.sh.index_select(0, rows_s).requires_grad_(True)
+    state = {"launch": launch, "out": out, "maps": (map_d, map_s), "n_rows": (rows_d.numel(), rows_s.numel())}
     rgb, depth, opacity = _FusedRender.apply(d_leaf, s_leaf, state)
     totals = counts.sum(0, dtype=torch.int64).tolist()
-    return {"rgb": rgb, "depth": depth, "opacity": opacity, "density_leaf": d_leaf, "sh_rows": rows,
-            "sh_leaf": s_leaf, "n_samples": int(totals[0]), "n_colour": int(totals[1])}
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "density_leaf": d_leaf, "density_rows": rows_d,
+            "sh_leaf": s_leaf, "sh_rows": rows_s, "n_samples": int(totals[0]), "n_colour": int(totals[1])}

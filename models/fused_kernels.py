@@ -12,8 +12,8 @@ tensor:
 The backward kernel marches each ray again and scatters, for the loss gradients g (rgb, depth, opacity),
     dL/dtau_k = T_{k+1} f_k - sum_{i>k} w_i f_i,   f_i = g_rgb . c_i + g_depth t_i + g_opacity,
 (the suffix sum is S - prefix with S = g_rgb . rgb + g_depth depth + g_opacity opacity, known from the forward
-outputs) into the 8 corner densities, and g_rgb w_k (through the clamp) into the 8 x 27 SH coefficients of the
-rows listed in `row_map` (compact rows; -1 = not a colour row).
+outputs) into the 8 corner densities, and g_rgb w_k (through the clamp) into the 8 x 27 SH coefficients; both
+into compact rows (the rows the forward flagged, numbered by `map_d` / `map_s`).
 
 Arrays (n = rays handled by the launch, rays taken as ray = tid * ray_stride + ray_start):
     origins, dirs (n_rays, 3) float32 cube rays (unit dirs); offsets (n_rays,) float32 in [0, 1);
@@ -191,14 +191,24 @@ def load3(a: wp.array2d(dtype=wp.float32), i: int) -> wp.vec3:
     return wp.vec3(a[i, 0], a[i, 1], a[i, 2])
 
 
+@wp.func
+def mark_rows(g: Grid, base: int, flags: wp.array(dtype=wp.uint8)):
+    for c in range(8):
+        row = corner_row(g, base, c)
+        if row >= 0:
+            flags[row] = wp.uint8(1)
+
+
 @wp.kernel
 def render_forward(
     g: Grid, origins: wp.array2d(dtype=wp.float32), dirs: wp.array2d(dtype=wp.float32),
     offsets: wp.array(dtype=wp.float32), ray_start: int, ray_stride: int, n_rays: int, mark: int,
-    out: wp.array2d(dtype=wp.float32), counts: wp.array2d(dtype=wp.int32), flags: wp.array(dtype=wp.uint8),
+    out: wp.array2d(dtype=wp.float32), counts: wp.array2d(dtype=wp.int32), flags_d: wp.array(dtype=wp.uint8),
+    flags_s: wp.array(dtype=wp.uint8),
 ):
     """out (n_rays, 5): rgb (foreground), depth (sum w t), opacity; counts (n_rays, 2): samples in occupied
-    cells, colour samples; with mark != 0, flags[row] = 1 for the corner rows of every colour sample."""
+    cells, colour samples; with mark != 0, flags_d[row] = 1 for the corner rows of every sample with
+    density > 0 and flags_s[row] = 1 for those of every colour sample (n_voxels,) each."""
     ray = wp.tid() * ray_stride + ray_start
     if ray >= n_rays:
         return
@@ -234,6 +244,8 @@ def render_forward(
             sigma = sample_sigma(g, base, f)
             if sigma <= 0.0:
                 continue
+            if mark != 0:
+                mark_rows(g, base, flags_d)
             tau = sigma * g.step
             trans = wp.exp(-excl)
             w = trans * (1.0 - wp.exp(-tau))
@@ -244,10 +256,7 @@ def render_forward(
                 n_colour += 1
                 rgb += w * clamp01(sample_colour_raw(g, base, f, b))
                 if mark != 0:
-                    for c in range(8):
-                        row = corner_row(g, base, c)
-                        if row >= 0:
-                            flags[row] = wp.uint8(1)
+                    mark_rows(g, base, flags_s)
             if wp.exp(-excl) < g.stop_thresh:
                 break
     out[ray, 0] = rgb[0]
@@ -289,11 +298,12 @@ def scatter_colour(
 def render_backward(
     g: Grid, origins: wp.array2d(dtype=wp.float32), dirs: wp.array2d(dtype=wp.float32),
     offsets: wp.array(dtype=wp.float32), ray_start: int, ray_stride: int, n_rays: int,
-    out: wp.array2d(dtype=wp.float32), grad_out: wp.array2d(dtype=wp.float32), row_map: wp.array(dtype=wp.int32),
+    out: wp.array2d(dtype=wp.float32), grad_out: wp.array2d(dtype=wp.float32),
+    map_d: wp.array(dtype=wp.int32), map_s: wp.array(dtype=wp.int32),
     grad_density: wp.array(dtype=wp.float32), grad_sh: wp.array2d(dtype=wp.float32),
 ):
     """Gradients of the loss whose gradients wrt `out` (n_rays, 5) are `grad_out` (n_rays, 5): into
-    grad_density (n_voxels,) and grad_sh (m, 27) (rows through row_map)."""
+    grad_density (m_d,) and grad_sh (m_s, 27), compact rows (grid row r -> map_d[r], map_s[r])."""
     ray = wp.tid() * ray_stride + ray_start
     if ray >= n_rays:
         return
@@ -337,12 +347,12 @@ def render_backward(
         if w > g.weight_thresh:
             raw = sample_colour_raw(g, base, f, b)
             value += wp.dot(g_rgb, clamp01(raw))
-            scatter_colour(g, base, f, b, raw, w * g_rgb, row_map, grad_sh)
+            scatter_colour(g, base, f, b, raw, w * g_rgb, map_s, grad_sh)
         prefix += w * value
         g_sigma = (wp.exp(-excl) * value - (total - prefix)) * g.step
         for c in range(8):
             row = corner_row(g, base, c)
             if row >= 0:
-                wp.atomic_add(grad_density, row, corner_weight(c, f) * g_sigma)
+                wp.atomic_add(grad_density, map_d[row], corner_weight(c, f) * g_sigma)
         if wp.exp(-excl) < g.stop_thresh:
             break

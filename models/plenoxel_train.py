@@ -22,7 +22,8 @@ class TrainRender:
 
     Attributes:
         rgb: (n_rays, 3). depth: (n_rays,) z-depth (world units). opacity: (n_rays,).
-        density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows).
+        density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows), or with
+            `density_rows` (k,) set (the fused path) the compact leaf (k, 1) of those rows.
         sh_rows: (m, ) grid rows behind `sh_leaf` (m, 27).
         n_samples: samples in occupied cells. n_alive: those in front of the surface (composited).
         n_colour: samples whose colour was evaluated.
@@ -43,6 +44,7 @@ class TrainRender:
     colour_ids: torch.Tensor | None
     colour_weights: torch.Tensor | None
     fused: bool = False
+    density_rows: torch.Tensor | None = None
 
 
 def render_train(
@@ -67,7 +69,8 @@ def render_train(
         out = fused_render.render_train(grid, accel, origins, dirs, offset, weight_thresh)
         rgb = volrend.add_background(out["rgb"], out["opacity"], background)
         return TrainRender(rgb, out["depth"] * z_scale, out["opacity"], out["density_leaf"], out["sh_rows"],
-                           out["sh_leaf"], out["n_samples"], out["n_samples"], out["n_colour"], None, None, True)
+                           out["sh_leaf"], out["n_samples"], out["n_samples"], out["n_colour"], None, None, True,
+                           out["density_rows"])
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs, offset)
     ids, w = lookup(accel, u)

@@ -82,6 +82,9 @@ class FitConfig:
     """Seed of ray batches and TV subsets."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
+    fused: bool = True
+    """Render with the fused kernels (perfdata.models.fused) where they compile; False: the plain PyTorch path.
+    Max-weight pruning (prune_weight > 0) always uses the plain path (it needs per-sample ids)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -21,6 +21,9 @@ Arrays (n = rays handled by the launch, rays taken as ray = tid * ray_stride + r
     links_pad ((X+2)(Y+2)(Z+2),) int64; density (n_voxels,) float32; sh (n_voxels, 27) float32.
 """
 
+# ruff: noqa: UP018 -- in a Warp kernel `x = float(0.0)` declares a variable that loops may reassign;
+# a bare literal would be a constant
+
 from __future__ import annotations
 
 import warp as wp

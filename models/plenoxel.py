@@ -278,6 +278,7 @@ def default_background(grid: PlenoxelGrid) -> torch.Tensor:
 def render_rays(
     grid: PlenoxelGrid, origins: torch.Tensor, dirs: torch.Tensor, step: float = 0.5,
     background: torch.Tensor | None = None, accel: Accel | None = None, weight_thresh: float = 1e-4,
+    fused: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Render world rays (no grad).
 
@@ -287,6 +288,7 @@ def render_rays(
         step: sample spacing in voxels. background: (3,) colour; default the grid's own (else black).
         accel: a prebuilt `build_accel(grid, step)` to reuse across calls.
         weight_thresh: SH colour is evaluated only where the compositing weight exceeds this.
+        fused: use the fused kernels where they compile (see `render_cube_rays`).
     Returns:
         dict of rgb (n, 3), depth (n,) in world units (expected depth, opacity-weighted; 0 where empty) and
         opacity (n,).
@@ -295,16 +297,16 @@ def render_rays(
     accel = build_accel(grid, step) if accel is None else accel
     o, d, zs = rays_to_cube(np.linalg.inv(grid.world_from_grid), origins.to(grid.device), dirs.to(grid.device))
     bg = default_background(grid) if background is None else background.to(grid.device)
-    return render_cube_rays(grid, accel, o, d, zs, bg, weight_thresh)
+    return render_cube_rays(grid, accel, o, d, zs, bg, weight_thresh, fused)
 
 
 @torch.no_grad()
 def render_camera(
     grid: PlenoxelGrid, K: np.ndarray, c2w: np.ndarray, width: int, height: int, step: float = 0.5,
-    background: torch.Tensor | None = None, chunk: int = 16384, accel: Accel | None = None,
+    background: torch.Tensor | None = None, chunk: int = 16384, accel: Accel | None = None, fused: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Render a pinhole camera (K (3, 3) pixels, c2w (4, 4) OpenCV axes, world frame) in chunks of `chunk`
-    rays, so memory stays bounded whatever the image size.
+    rays, so memory stays bounded whatever the image size (`fused` as in `render_cube_rays`).
 
     Returns:
         dict of rgb (H, W, 3), depth (H, W) z-depth in world units, opacity (H, W), on the grid's device.
@@ -317,7 +319,7 @@ def render_camera(
     for start in range(0, len(uv), chunk):
         o, d = camera.pixel_rays(K, c2w, uv[start : start + chunk])
         out = render_rays(
-            grid, torch.from_numpy(o).float(), torch.from_numpy(d).float(), step, background, accel
+            grid, torch.from_numpy(o).float(), torch.from_numpy(d).float(), step, background, accel, fused=fused
         )
         for key in parts:
             parts[key].append(out[key])

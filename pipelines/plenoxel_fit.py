@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from perfdata.models import metrics, plenoxel, plenoxel_train
+from perfdata.models import fused, metrics, plenoxel, plenoxel_train
 from perfdata.models.optim import SparseRMSProp, merge_sparse
 from perfdata.models.plenoxel import PlenoxelGrid
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
@@ -262,6 +262,8 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
     if float(rays.rgb.max()) < 1e-3:
         raise FitError(f"scene {scene.scene_id}: every training image is black")
     trainer = Trainer(scene, cfg, rays, device)
+    if cfg.fused:
+        fused.available(device)  # load (or compile) the fused kernels before the clock starts
     clock, curve, marks = Clock(), [], list(cfg.eval_at_seconds)
     it, loss = 0, 0.0
     while it < cfg.steps:

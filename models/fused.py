@@ -265,3 +265,16 @@ def render_train(
     totals = counts.sum(0, dtype=torch.int64).tolist()
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "density_leaf": d_leaf, "density_rows": rows_d,
             "sh_leaf": s_leaf, "sh_rows": rows_s, "n_samples": int(totals[0]), "n_colour": int(totals[1])}
+
+
+def rmsprop_step_(param: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, beta: float,
+                  eps: float, lr: float) -> None:
+    """The sparse RMSProp step of `optim.SparseRMSProp.step_` in one kernel pass: param, sq (n, C) float32
+    updated in place at the distinct rows (m,) int64 from grad (m, C)."""
+    import warp as wp
+    from perfdata.models import fused_kernels as fk
+
+    device = _warp_device(param.device)
+    stream = wp.stream_from_torch(torch.cuda.current_stream(param.device)) if device != "cpu" else None
+    wp.launch(fk.rmsprop_rows, dim=tuple(grad.shape), device=device, stream=stream,
+              inputs=[_wp(param), _wp(sq), _wp(rows.contiguous()), _wp(grad.contiguous()), beta, eps, lr])

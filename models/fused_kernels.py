@@ -359,3 +359,18 @@ def render_backward(
                 wp.atomic_add(grad_density, map_d[row], corner_weight(c, f) * g_sigma)
         if wp.exp(-excl) < g.stop_thresh:
             break
+
+
+@wp.kernel
+def rmsprop_rows(
+    param: wp.array2d(dtype=wp.float32), sq: wp.array2d(dtype=wp.float32), rows: wp.array(dtype=wp.int64),
+    grad: wp.array2d(dtype=wp.float32), beta: float, eps: float, lr: float,
+):
+    """Sparse RMSProp over distinct rows (m,): sq <- beta sq + (1 - beta) g^2, param <- param - lr g / (sqrt(sq) + eps)
+    (as `optim.SparseRMSProp.step_`), one pass per element of grad (m, C)."""
+    i, j = wp.tid()
+    r = int(rows[i])
+    g = grad[i, j]
+    v = beta * sq[r, j] + (1.0 - beta) * g * g
+    sq[r, j] = v
+    param[r, j] = param[r, j] + (-lr) * (g / (wp.sqrt(v) + eps))

@@ -163,3 +163,22 @@ def test_sparse_density_step_equals_dense_step() -> None:
         sparse.step_(b, rows, grad[rows], 0.1)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(dense.sq, sparse.sq)
+
+
+def test_fused_rmsprop_step_equals_torch_step() -> None:
+    from perfdata.models.optim import SparseRMSProp
+
+    g = torch.Generator().manual_seed(1)
+    param = torch.randn(300, 27, generator=g)
+    rows = torch.randperm(300, generator=g)[:120].sort().values
+    a, b = param.clone(), param.clone()
+    opt_a, opt_b = SparseRMSProp(300, 27), SparseRMSProp(300, 27)
+    for _ in range(3):
+        grad = torch.randn(120, 27, generator=g)
+        opt_a.step_(a, rows, grad, 0.05, fused=False)
+        opt_b.step_(b, rows, grad, 0.05, fused=True)
+    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(opt_b.sq, opt_a.sq, atol=1e-6, rtol=1e-6)
+    untouched = torch.ones(300, dtype=torch.bool)
+    untouched[rows] = False
+    assert torch.equal(b[untouched], param[untouched])

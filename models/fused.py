@@ -278,3 +278,22 @@ def rmsprop_step_(param: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, gra
     stream = wp.stream_from_torch(torch.cuda.current_stream(param.device)) if device != "cpu" else None
     wp.launch(fk.rmsprop_rows, dim=tuple(grad.shape), device=device, stream=stream,
               inputs=[_wp(param), _wp(sq), _wp(rows.contiguous()), _wp(grad.contiguous()), beta, eps, lr])
+
+
+def tv_pairs(values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, coef: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`plenoxel_train.tv_grads` in one kernel pass: values (n, C) float32, links (X, Y, Z) int32, coords (n, 3)
+    int64, rows (k,) int64, coef = 2 weight / k; returns rows (k',) and grads (k', C), in the same order."""
+    import warp as wp
+    from perfdata.models import fused_kernels as fk
+
+    k = rows.numel()
+    out_rows = torch.empty(6 * k, dtype=torch.long, device=values.device)
+    out_grad = torch.empty((6 * k, values.shape[1]), dtype=torch.float32, device=values.device)
+    device = _warp_device(values.device)
+    stream = wp.stream_from_torch(torch.cuda.current_stream(values.device)) if device != "cpu" else None
+    wp.launch(fk.tv_pairs, dim=(k, 3), device=device, stream=stream,
+              inputs=[_wp(values.contiguous()), _wp(links.contiguous()), _wp(coords.contiguous()),
+                      _wp(rows.contiguous()), _wp(torch.argsort(rows)), coef, _wp(out_rows), _wp(out_grad)])
+    keep = out_rows >= 0
+    return out_rows[keep], out_grad[keep]

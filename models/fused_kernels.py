@@ -374,3 +374,41 @@ def rmsprop_rows(
     v = beta * sq[r, j] + (1.0 - beta) * g * g
     sq[r, j] = v
     param[r, j] = param[r, j] + (-lr) * (g / (wp.sqrt(v) + eps))
+
+
+@wp.kernel
+def tv_pairs(
+    values: wp.array2d(dtype=wp.float32), links: wp.array3d(dtype=wp.int32), coords: wp.array2d(dtype=wp.int64),
+    rows: wp.array(dtype=wp.int64), order: wp.array(dtype=wp.int64), coef: float, out_rows: wp.array(dtype=wp.int64),
+    out_grad: wp.array2d(dtype=wp.float32),
+):
+    """Squared-difference TV of sampled rows (k,) against their +x, +y, +z neighbours (as
+    `plenoxel_train.tv_grads`): slot (2 axis) k + i gets row r_i and -g, slot (2 axis + 1) k + i the neighbour and
+    +g, g = coef (v[neighbour] - v[r_i]); out_rows = -1 where the neighbour is outside or not allocated.
+    Threads take the rows in `order` (sorted by row: the grid is then read in memory order)."""
+    j, axis = wp.tid()
+    i = int(order[j])
+    k = rows.shape[0]
+    r = int(rows[i])
+    x = int(coords[r, 0])
+    y = int(coords[r, 1])
+    z = int(coords[r, 2])
+    nb = int(-1)
+    if axis == 0 and x + 1 < links.shape[0]:
+        nb = int(links[x + 1, y, z])
+    if axis == 1 and y + 1 < links.shape[1]:
+        nb = int(links[x, y + 1, z])
+    if axis == 2 and z + 1 < links.shape[2]:
+        nb = int(links[x, y, z + 1])
+    slot_a = 2 * axis * k + i
+    slot_b = slot_a + k
+    if nb < 0:
+        out_rows[slot_a] = wp.int64(-1)
+        out_rows[slot_b] = wp.int64(-1)
+        return
+    out_rows[slot_a] = wp.int64(r)
+    out_rows[slot_b] = wp.int64(nb)
+    for ch in range(values.shape[1]):
+        g = coef * (values[nb, ch] - values[r, ch])
+        out_grad[slot_a, ch] = -g
+        out_grad[slot_b, ch] = g

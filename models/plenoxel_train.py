@@ -118,7 +118,8 @@ def voxel_coords(grid: PlenoxelGrid) -> torch.Tensor:
 
 
 def tv_grads(
-    values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, weight: float
+    values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, weight: float,
+    fused: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient of weight * mean_{r in rows} sum_{axis} |v[r + e_axis] - v[r]|^2 (squared-difference TV,
     neighbours that are outside or not allocated skipped).
@@ -126,9 +127,12 @@ def tv_grads(
     Args:
         values: (n, C) parameter table. links: (X, Y, Z) int32. coords: (n, 3) int64 voxel of each row.
         rows: (k,) int64 sampled rows. weight: the loss weight.
+        fused: one kernel pass where the fused kernels run (`perfdata.models.fused`; same output).
     Returns:
         sparse gradient: rows (k',) with repeats, grad (k', C).
     """
+    if fused and values.dtype == torch.float32 and rows.numel() and fused_render.available(values.device):
+        return fused_render.tv_pairs(values, links, coords, rows, 2.0 * weight / rows.numel())
     out_rows, out_grads = [], []
     c = coords[rows]
     for axis in range(3):

@@ -182,3 +182,14 @@ def test_fused_rmsprop_step_equals_torch_step() -> None:
     untouched = torch.ones(300, dtype=torch.bool)
     untouched[rows] = False
     assert torch.equal(b[untouched], param[untouched])
+
+
+def test_fused_tv_equals_torch_tv() -> None:
+    grid = random_grid((9, 11, 7), 3)
+    coords = plenoxel_train.voxel_coords(grid)
+    rows = torch.randint(grid.n_voxels, (200,), generator=torch.Generator().manual_seed(0))
+    for values, weight in ((grid.density, 1e-2), (grid.sh, 1e-3)):
+        ref_rows, ref_g = plenoxel_train.tv_grads(values, grid.links, coords, rows, weight, fused=False)
+        out_rows, out_g = plenoxel_train.tv_grads(values, grid.links, coords, rows, weight)
+        assert torch.equal(out_rows, ref_rows) and ref_rows.numel() > 200
+        torch.testing.assert_close(out_g, ref_g, atol=1e-7, rtol=1e-6)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -75,3 +77,20 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def remove_stale(parent: str | Path, name: str) -> list[Path]:
+    """Remove the temporaries (`.<name>.*.tmp*`) that a killed writer of `parent/name` left behind. Call it only
+    while holding the item's lock (`perfdata.markers.Markers.lock`), so no live writer owns them."""
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]+\.tmp(\..*)?")  # mkstemp/mkdtemp names have no dots
+    for stale in Path(parent).glob(f".{glob.escape(name)}.*.tmp*"):
+        if not pattern.fullmatch(stale.name):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+

@@ -109,6 +109,15 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
     return c2w
 
 
+def nearest_point_to_axes(centres: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """(3,) point nearest (least squares) to the lines through centres (n, 3) along axes (n, 3) -- where the
+    optical axes of an inward-looking capture meet."""
+    axes = np.asarray(axes, dtype=np.float64)
+    axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
+    P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # (n, 3, 3) projections across each axis
+    return np.linalg.lstsq(P.sum(0), np.einsum("nij,nj->i", P, np.asarray(centres, dtype=np.float64)), rcond=None)[0]
+
+
 def is_valid_pose(c2w: np.ndarray, tol: float = 1e-3) -> bool:
     """Finite, with an orthonormal right-handed rotation block and a last row of [0, 0, 0, 1]."""
     c2w = np.asarray(c2w, dtype=np.float64)

@@ -45,6 +45,25 @@ def _source_name(source: Source) -> str:
 
 
 @dataclass(frozen=True)
+class Prescaled:
+    """The colour image of a frame already stored at a smaller size (LLFF's images_4/, images_8/): `factor` is
+    the nominal 1/factor of the frame's size, `width` x `height` the file's real size."""
+
+    factor: float
+    width: int
+    height: int
+    image: Source
+
+    def load(self) -> np.ndarray:
+        img = _load(self.image, lambda p: images.read_rgba(p)[0])
+        assert img is not None
+        if img.shape[:2] != (self.height, self.width):
+            raise InputError(_source_name(self.image), f"image is {img.shape[1]}x{img.shape[0]}, expected "
+                             f"{self.width}x{self.height} (1/{self.factor:g} of the full size)")
+        return img
+
+
+@dataclass(frozen=True)
 class Frame:
     """One posed image.
 
@@ -58,6 +77,8 @@ class Frame:
         mask: optional foreground mask source, bool (H, W). For RGBA images, alpha is the mask.
         labels: optional label map source, int32 (H, W), -1 = ignore.
         split: "train" or "test" (held out).
+        prescaled: smaller stored copies of the colour image; `downscaled(f)` starts from the one with the
+            largest factor <= f instead of resampling `image` (which may then be absent: a loader that raises).
     """
 
     name: str
@@ -71,6 +92,7 @@ class Frame:
     labels: Source = None
     split: Split = "train"
     depth_scale: float = 1000.0
+    prescaled: tuple[Prescaled, ...] = ()
 
     def load_image(self) -> np.ndarray:
         """float32 (H, W, 3) in [0, 1]; an RGBA file is returned as its RGB (see `load_mask`)."""
@@ -103,10 +125,15 @@ class Frame:
 
     def downscaled(self, factor: float) -> Frame:
         """The same camera with images resized by 1/factor (area averaging for colour and depth, nearest for
-        masks and labels). Lazy: nothing is decoded until a `load_*` call."""
+        masks and labels), starting from a `prescaled` copy when there is one (its real size is kept when its
+        factor is `factor` exactly). Lazy: nothing is decoded until a `load_*` call."""
         if factor == 1:
             return self
         width, height = max(1, round(self.width / factor)), max(1, round(self.height / factor))
+        fits = [p for p in self.prescaled if p.factor <= factor * (1 + 1e-9)]
+        pre = max(fits, key=lambda p: p.factor) if fits else None
+        if pre is not None and np.isclose(pre.factor, factor):
+            width, height = pre.width, pre.height
         K = camera.scale_intrinsics(self.K, width / self.width, height / self.height)
 
         def resized(loader: Callable[[], np.ndarray | None], kind: str) -> Callable[[], np.ndarray] | None:
@@ -119,10 +146,11 @@ class Frame:
             K=K,
             width=width,
             height=height,
-            image=resized(self.load_image, "area"),
+            image=resized(self.load_image if pre is None else pre.load, "area"),
             depth=None if self.depth is None else resized(self.load_depth, "depth"),
             mask=None if self.mask is None else resized(self.load_mask, "nearest"),
             labels=None if self.labels is None else resized(self.load_labels, "nearest"),
+            prescaled=(),
         )
 
 
@@ -256,6 +284,7 @@ class Scene:
             "labels": self.has_labels,
             "points": 0 if self.points is None else len(self.points),
             "class_name": self.class_name,
+            "capture": self.meta.get("capture"),
             "grid_scale": scale,
             "grid_center": translation.tolist(),
         }
@@ -307,15 +336,7 @@ def normalisation_from_cameras(frames: Sequence[Frame]) -> np.ndarray:
     axes (least squares); the half-size is the half-width of the view frustum at that point, i.e. what fills
     the images (for lego: 4.03 m away, 0.69 rad field of view -> 1.45)."""
     centres = np.stack([f.c2w[:3, 3] for f in frames])
-    axes = np.stack([f.c2w[:3, 2] for f in frames])
-    axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for c, d in zip(centres, axes, strict=True):
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ c
-    centre = np.linalg.lstsq(A, b, rcond=None)[0]
+    centre = camera.nearest_point_to_axes(centres, np.stack([f.c2w[:3, 2] for f in frames]))
     dist = np.linalg.norm(centres - centre, axis=1)
     half_fov = np.array([np.arctan(0.5 * min(f.width / f.K[0, 0], f.height / f.K[1, 1])) for f in frames])
     half = float(np.median(dist * np.tan(half_fov)))

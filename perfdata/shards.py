@@ -48,6 +48,26 @@ class ShardInfo:
     sha256: str
 
 
+@dataclass(frozen=True)
+class PackConfig:
+    """How rendered views are packed into shards (`perfdata pack`, and `perfdata render --shards`)."""
+
+    maxcount: int = 1000
+    """At most this many samples per shard."""
+    maxsize: int = 1 << 30
+    """Roll to a new shard before one would exceed this many bytes."""
+    val_fraction: float = 0.1
+    """Fraction of scenes (not views) that go to the val split."""
+    seed: int = 0
+    """Seed of the scene split."""
+    split_by: str = "scene"
+    """Only "scene": views of one scene never straddle splits."""
+    min_psnr: float | None = None
+    """Leave out (and list) scenes whose fit psnr is below this, or unknown."""
+    dry_run: bool = False
+    """Plan only: count scenes and samples, write nothing."""
+
+
 def sample_key(*parts: str) -> str:
     """A WebDataset key from parts joined by '_': dots (which split key from extension) and slashes become '_'."""
     return "_".join(parts).replace(".", "_").replace("/", "_")

@@ -1,29 +1,37 @@
-"""The export stage: fit folders (`DIR/<scene_id>/{grid.npz, fit.json, DONE}`) -> the zarr dataset store, or
-PLY / HDF5 point files.
+"""The export stage: fit folders (`DIR/<scene_id>/{grid.npz, fit.json, DONE}`, `perfdata.records.fit`) -> the zarr
+dataset store, or PLY / HDF5 point files.
 
-Scenes are written in parallel (a thread pool; each scene is its own group, so writers never share files),
-idempotently (a scene already complete in the store is skipped unless `force`) and atomically per scene. Fit
-folders without their DONE marker are skipped and reported. The store's root attrs are rewritten once at the end.
+Scenes run on the per-scene runner (`perfdata.runner`: `--executor`, `--shard`, markers beside the store, a
+failing scene never stops the others); each scene is its own group, so writers never share files. A scene
+already complete in the store is skipped unless `force`, and written atomically otherwise. Fit folders without
+their done marker are skipped and reported, as are fits below `min_psnr`. The store's root attrs are rewritten
+once at the end.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfdata.errors import ConfigError, InputError, PerfdataError
+from perfdata.atomic import remove_stale
+from perfdata.errors import ConfigError, InputError
+from perfdata.executor import ExecutorConfig
 from perfdata.grid import SparseGrid
+from perfdata.markers import Markers
+from perfdata.records.fit import GRID_NAME, read_fit
+from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.store.location import Location
 from perfdata.store.schema import RootAttrs
 from perfdata.store.writer import WriteConfig, grid_arrays, is_complete, refresh_root, write_scene
 
-DONE_MARKER = "DONE"
 FORMATS = ("zarr", "ply", "h5")
+# runner outcome -> SceneExport status
+STATUS = {"done": "written", "skipped": "skipped", "failed": "failed", "held": "failed earlier",
+          "busy": "busy", "pending": "pending", "planned": "planned"}
+IN_PROCESS = RunConfig(executor=ExecutorConfig(kind="threads", workers=2))
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,14 @@ class ExportConfig:
     """Scene ids to export (default: every fit folder)."""
     force: bool = False
     """Rewrite scenes already complete in the output."""
-    workers: int = 2
-    """Scenes written at once."""
     dataset: str = "perfdata"
     """Dataset name recorded in the store's root attrs."""
     write: WriteConfig = field(default_factory=WriteConfig)
     h5_points: int = 4096
     """Points per scene in the combined HDF5 file (sampled with `seed`)."""
     seed: int = 0
+    min_psnr: float | None = None
+    """Leave out (and list) fits whose held-out psnr is below this, or unknown."""
     dry_run: bool = False
 
 
@@ -51,7 +59,8 @@ class ExportConfig:
 class SceneExport:
     scene_id: str
     status: str
-    """"written", "skipped" (already complete), "not-done" (no DONE marker), "failed" or "planned" (dry run)."""
+    """"written", "skipped" (already complete), "not-done" (no done marker), "low-psnr", "failed", "failed
+    earlier" (use --retry-failed), "busy" (another run writes it) or "planned" (dry run)."""
     n_voxels: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -68,119 +77,151 @@ class ExportResult:
 
 
 def find_fits(fits_dir: str | Path, scene_ids: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
-    """Fit folders with a DONE marker (sorted) and the ids of those without one."""
+    """Fit folders with a done marker (sorted) and the ids of those without one."""
     root = Path(fits_dir)
     if not root.is_dir():
         raise InputError(root, "fits folder not found")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     if scene_ids:
         known = {p.name for p in folders}
         missing = [s for s in scene_ids if s not in known]
         if missing:
             raise InputError(root, f"no fit folder for scene(s) {', '.join(missing)}")
         folders = [p for p in folders if p.name in set(scene_ids)]
-    done = [p for p in folders if (p / DONE_MARKER).is_file()]
-    return done, [p.name for p in folders if not (p / DONE_MARKER).is_file()]
+    markers = Markers.in_folder(root, "fit")
+    done = [p for p in folders if markers.is_done(p.name)]
+    return done, [p.name for p in folders if not markers.is_done(p.name)]
 
 
 def load_fit(folder: Path) -> tuple[SparseGrid, dict[str, Any]]:
     """A fit folder's grid and the scene attrs its fit.json gives: class_name, metrics, source, and into `extra`
     method / seed / steps / device / label_names / cameras (training cameras [{K, c2w, width, height}], from
     fit.json or a cameras.json beside it, which the render stage interpolates between)."""
-    grid = SparseGrid.load(folder / "grid.npz")
-    record: dict[str, Any] = {}
-    if (folder / "fit.json").is_file():
-        try:
-            record = json.loads((folder / "fit.json").read_text())
-        except ValueError as exc:
-            raise InputError(folder / "fit.json", f"not valid JSON ({exc})") from None
-    metrics = {k: float(v) for k, v in dict(record.get("metrics") or {}).items() if isinstance(v, (int, float))}
-    extra = {k: record[k] for k in ("method", "seed", "steps", "device", "label_names", "cameras") if k in record}
-    if "cameras" not in extra and (folder / "cameras.json").is_file():  # training cameras, for the renderer
+    import json
+
+    record = read_fit(folder)
+    grid = SparseGrid.load(folder / GRID_NAME)
+    extra: dict[str, Any] = {"method": record.method, "seed": record.seed, "steps": record.steps,
+                             "device": record.device}
+    if record.label_names is not None:
+        extra["label_names"] = list(record.label_names)
+    if record.cameras:
+        extra["cameras"] = [dict(c) for c in record.cameras]
+    elif (folder / "cameras.json").is_file():  # training cameras beside an imported fit, for the renderer
         try:
             extra["cameras"] = json.loads((folder / "cameras.json").read_text())
         except ValueError as exc:
             raise InputError(folder / "cameras.json", f"not valid JSON ({exc})") from None
-    return grid, {"class_name": record.get("class_name"), "metrics": metrics,
-                  "source": str(record.get("source") or folder), "extra": extra}
+    return grid, {"class_name": record.class_name, "metrics": dict(record.metrics),
+                  "source": str(record.source or folder), "extra": extra}
 
 
-def export_fits(fits_dir: str | Path, out: str, cfg: ExportConfig) -> ExportResult:
-    """Export every done fit under `fits_dir` to `out` in `cfg.format`."""
+def filter_psnr(folders: Sequence[Path], min_psnr: float | None) -> tuple[list[Path], list[SceneExport]]:
+    """Folders whose fit psnr is at least min_psnr, and the others as low-psnr SceneExports."""
+    if min_psnr is None:
+        return list(folders), []
+    keep, low = [], []
+    for folder in folders:
+        psnr = read_fit(folder).psnr
+        if psnr is not None and psnr >= min_psnr:
+            keep.append(folder)
+        else:
+            why = "no fit psnr recorded" if psnr is None else f"fit psnr {psnr:.2f} is below"
+            low.append(SceneExport(folder.name, "low-psnr", error=f"{why} --min-psnr {min_psnr}"))
+    return keep, low
+
+
+def export_fits(fits_dir: str | Path, out: str, cfg: ExportConfig, run: RunConfig = IN_PROCESS) -> ExportResult:
+    """Export every done fit under `fits_dir` (passing `cfg.min_psnr`) to `out` in `cfg.format`."""
     if cfg.format not in FORMATS:
         raise ConfigError(f"unknown export format {cfg.format!r} (choose from {', '.join(FORMATS)})")
     done, not_done = find_fits(fits_dir, cfg.scenes)
-    skipped = [SceneExport(s, "not-done") for s in not_done]
+    done, low = filter_psnr(done, cfg.min_psnr)
+    skipped = [SceneExport(s, "not-done") for s in not_done] + low
     if cfg.format != "zarr":
-        return ExportResult(out, tuple(skipped) + export_points(done, load_fit, Path(out), cfg))
+        return ExportResult(out, tuple(skipped) + export_points(done, Path(out), cfg, run))
     loc = Location(out, cfg.write.storage_options)
-
-    def job(folder: Path) -> SceneExport:
-        grid, attrs = load_fit(folder)
-        write_scene(loc, folder.name, grid_arrays(grid, cfg.write, **attrs), cfg.write)
-        return SceneExport(folder.name, "written", grid.n_voxels)
-
-    results = run_scene_jobs(loc, [(p.name, p) for p in done], job, cfg)
-    root = None if cfg.dry_run else refresh_root(loc, cfg.dataset)
+    work = functools.partial(export_scene, str(fits_dir), out, cfg.write)
+    results = run_scene_jobs(loc, [p.name for p in done], work, cfg, run)
+    root = None if cfg.dry_run or run.dry_run else refresh_root(loc, cfg.dataset)
     return ExportResult(out, tuple(skipped) + tuple(results), root)
 
 
-def run_scene_jobs(
-    loc: Location, items: Sequence[tuple[str, Any]], job: Callable[[Any], SceneExport], cfg: ExportConfig
-) -> list[SceneExport]:
-    """Run `job(item)` for each (scene_id, item) not yet complete in `loc`, `cfg.workers` at a time; a failing
-    scene is recorded and never stops the others."""
-    if not cfg.dry_run:
+def export_scene(fits_dir: str, out: str, write: WriteConfig, scene_id: str) -> dict[str, Any]:
+    """Runner work: one fit folder -> one scene group of the store."""
+    loc = Location(out, write.storage_options)
+    grid, attrs = load_fit(Path(fits_dir) / scene_id)
+    write_scene(loc, scene_id, grid_arrays(grid, write, **attrs), write)
+    return {"n_voxels": grid.n_voxels, "metrics": attrs["metrics"]}
+
+
+def run_scene_jobs(loc: Location, scene_ids: Sequence[str], work: Callable[[str], Mapping[str, Any]],
+                   cfg: ExportConfig, run: RunConfig = IN_PROCESS) -> list[SceneExport]:
+    """Run `work(scene_id)` on the per-scene runner for each scene not yet complete in the store `loc` (markers
+    beside it); a failing scene is recorded and never stops the others. Results sorted by scene id."""
+    for scene_id in scene_ids:
+        loc.scene_key(scene_id)  # refuses unusable ids early
+    if not (cfg.dry_run or run.dry_run):
         from perfdata.store.writer import ensure_root
 
         ensure_root(loc, cfg.dataset)
-    todo, results = [], []
-    for scene_id, item in items:
-        loc.scene_key(scene_id)  # refuses unusable ids early
-        if not cfg.force and is_complete(loc, scene_id):
-            results.append(SceneExport(scene_id, "skipped"))
-        elif cfg.dry_run:
-            results.append(SceneExport(scene_id, "planned"))
-        else:
-            todo.append((scene_id, item))
-
-    def timed(pair: tuple[str, Any]) -> SceneExport:
-        t0 = time.perf_counter()
-        try:
-            res = job(pair[1])
-        except PerfdataError as exc:
-            return SceneExport(pair[0], "failed", error=str(exc), seconds=time.perf_counter() - t0)
-        return SceneExport(res.scene_id, res.status, res.n_voxels, time.perf_counter() - t0)
-
-    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        results += list(pool.map(timed, todo))
-    return sorted(results, key=lambda r: r.scene_id)
+    run = RunConfig(run.executor, run.shard, run.force or cfg.force, run.retry_failed, run.dry_run or cfg.dry_run)
+    job = StageJob(Markers.for_store(loc.url, "export"), functools.partial(_cleaned, loc, work),
+                   functools.partial(is_complete, loc))
+    outcomes = run_stage(job, list(scene_ids), run)
+    return sorted((scene_export(o) for o in outcomes), key=lambda r: r.scene_id)
 
 
-def export_points(
-    folders: Sequence[Path], load: Callable[[Path], tuple[SparseGrid, dict[str, Any]]], out: Path, cfg: ExportConfig
-) -> tuple[SceneExport, ...]:
-    """Write PLY or HDF5 files for each fit folder into `out`; existing files are kept unless `cfg.force`."""
-    from perfdata.store.points import sample_rows, write_h5_combined, write_h5_scene, write_ply
+def _cleaned(loc: Location, work: Callable[[str], Mapping[str, Any]], scene_id: str) -> Mapping[str, Any]:
+    """work(scene_id), after removing the temporaries a killed writer of the scene left in a local store."""
+    if loc.is_local:
+        remove_stale(loc.local_path / loc.scene_key(scene_id).rpartition("/")[0], scene_id)
+    return work(scene_id)
 
-    out.mkdir(parents=True, exist_ok=True)
-    results, samples = [], []
-    for folder in folders:
-        target = out / f"{folder.name}.{cfg.format}"
-        if target.exists() and not cfg.force and cfg.format == "ply":
-            results.append(SceneExport(folder.name, "skipped"))
-            continue
-        if cfg.dry_run:
-            results.append(SceneExport(folder.name, "planned"))
-            continue
-        grid, attrs = load(folder)
-        if cfg.format == "ply":
-            write_ply(grid, target, folder.name)
-        else:
-            write_h5_scene(grid, target, folder.name, attrs.get("class_name"))
-            rows = sample_rows(grid, cfg.h5_points, cfg.seed, folder.name) if grid.n_voxels else None
-            samples.append((folder.name, attrs.get("class_name"), None if rows is None else grid.take(rows)))
-        results.append(SceneExport(folder.name, "written", grid.n_voxels))
-    if samples:
-        write_h5_combined(samples, out / "all.h5", cfg.h5_points, cfg.seed)
-    return tuple(results)
+
+def scene_export(outcome: TaskOutcome) -> SceneExport:
+    return SceneExport(outcome.item, STATUS[outcome.status], int(outcome.facts.get("n_voxels", 0)),
+                       outcome.seconds, outcome.error or "")
+
+
+def export_points(folders: Sequence[Path], out: Path, cfg: ExportConfig, run: RunConfig = IN_PROCESS
+                  ) -> tuple[SceneExport, ...]:
+    """One PLY or HDF5 file per fit folder in `out` (runner items; a file already there is kept unless
+    `cfg.force`); for h5, then `out/all.h5` with `cfg.h5_points` points of every exported scene."""
+    from perfdata.store.points import sample_rows, write_h5_combined
+
+    if folders and not (cfg.dry_run or run.dry_run):
+        out.mkdir(parents=True, exist_ok=True)
+    fits_dir = folders[0].parent if folders else out
+    run = RunConfig(run.executor, run.shard, run.force or cfg.force, run.retry_failed, run.dry_run or cfg.dry_run)
+    job = StageJob(Markers.beside(out, "export"), functools.partial(export_point_file, str(fits_dir), str(out),
+                                                                   cfg.format),
+                   functools.partial(point_file_done, str(out), cfg.format))
+    results = tuple(scene_export(o) for o in run_stage(job, [p.name for p in folders], run))
+    if cfg.format == "h5" and not run.dry_run:
+        samples = []
+        for r in results:
+            if r.status in ("written", "skipped"):
+                grid, attrs = load_fit(fits_dir / r.scene_id)
+                rows = sample_rows(grid, cfg.h5_points, cfg.seed, r.scene_id) if grid.n_voxels else None
+                samples.append((r.scene_id, attrs.get("class_name"), None if rows is None else grid.take(rows)))
+        if samples:
+            write_h5_combined(samples, out / "all.h5", cfg.h5_points, cfg.seed)
+    return results
+
+
+def export_point_file(fits_dir: str, out: str, fmt: str, scene_id: str) -> dict[str, Any]:
+    """Runner work: one fit folder -> `<out>/<scene_id>.ply` or `.h5`."""
+    from perfdata.store.points import write_h5_scene, write_ply
+
+    grid, attrs = load_fit(Path(fits_dir) / scene_id)
+    target = Path(out) / f"{scene_id}.{fmt}"
+    if fmt == "ply":
+        write_ply(grid, target, scene_id)
+    else:
+        write_h5_scene(grid, target, scene_id, attrs.get("class_name"))
+    return {"n_voxels": grid.n_voxels, "metrics": attrs["metrics"]}
+
+
+def point_file_done(out: str, fmt: str, scene_id: str) -> bool:
+    return (Path(out) / f"{scene_id}.{fmt}").is_file()

@@ -1,29 +1,28 @@
-"""The fit stage: one radiance field per scene (`fit_scene`), and a resumable loop over scenes writing
-`OUT/<scene_id>/{grid.npz, fit.json, DONE}` (`fit_scenes`)."""
+"""The fit stage: one radiance field per scene (`fit_scene`), and every scene of a capture on the per-scene
+runner (`fit_scenes`), writing `OUT/<scene_id>/{grid.npz, fit.json}` (`perfdata.records.fit`) atomically and
+then the runner's done marker; a failure of any kind leaves only the runner's FAILED.json."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import time
-import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 from perfdata import atomic
 from perfdata.devices import resolve_device, versions
-from perfdata.errors import ConfigError, FitError, InputError, PerfdataError
-from perfdata.executor import ExecutorConfig, TaskOutcome, run_tasks, shard_items
+from perfdata.errors import ConfigError, FitError, InputError
+from perfdata.markers import Markers
+from perfdata.records.fit import GRID_NAME, FitRecord, write_fit
+from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.scene import Scene
-from perfdata.status import write_plan
 
-FIT_FORMAT_VERSION = 1
-DONE_MARKER = "DONE"
+Callback = Callable[[str, FitProgress], None]
 
 
 def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], None] | None = None) -> FitResult:
@@ -46,45 +45,19 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
     return plenoxel_fit.fit_plenoxel(prepared, cfg, resolve_device(cfg.device), callback)
 
 
-@dataclass(frozen=True)
-class FitOutcome:
-    """What happened to one scene in `fit_scenes`."""
-
-    scene_id: str
-    """The scene."""
-    status: str
-    """done, skipped (already done) or failed."""
-    out_dir: Path
-    """Its output folder."""
-    metrics: dict[str, float]
-    """Held-out metrics (empty unless done now or before)."""
-    seconds: float = 0.0
-    """Wall seconds spent on it in this run."""
-    error: str | None = None
-    """The error message of a failed scene."""
-
-
-def fit_record(scene: Scene, cfg: FitConfig, status: str, seconds: float, result: FitResult | None = None,
-               error: str | None = None) -> dict:
-    """The fit.json of a scene."""
-    used = result.config if result is not None and result.config is not None else cfg
-    record = {
-        "format_version": FIT_FORMAT_VERSION, "scene_id": scene.scene_id, "status": status, "method": cfg.method,
-        "config": used.to_dict(), "seed": cfg.seed, "versions": versions(), "source": scene.source,
-        "wall_seconds": round(seconds, 3), "class_name": scene.class_name,
-        "label_names": None if scene.label_names is None else list(scene.label_names),
-        "cameras": training_cameras(scene, cfg.holdout_every),
-    }
-    if result is not None:
-        record.update(
-            device=result.device, steps=result.steps, train_seconds=round(result.train_seconds, 3),
-            n_voxels=result.grid.n_voxels, resolution=list(result.grid.reso), metrics=result.metrics,
-            curve=[list(p) for p in result.curve], stats=result.stats,
-            world_from_grid=np.asarray(result.grid.world_from_grid).tolist(),
-        )
-    if error is not None:
-        record["error"] = error
-    return record
+def fit_record(scene: Scene, cfg: FitConfig, seconds: float, result: FitResult) -> FitRecord:
+    """The fit.json of a finished fit."""
+    used = result.config if result.config is not None else cfg
+    return FitRecord(
+        scene_id=scene.scene_id, method=cfg.method, config=used.to_dict(), seed=cfg.seed, versions=versions(),
+        source=scene.source, wall_seconds=round(seconds, 3), class_name=scene.class_name,
+        label_names=None if scene.label_names is None else tuple(scene.label_names),
+        cameras=tuple(training_cameras(scene, cfg.holdout_every)), device=result.device, steps=result.steps,
+        train_seconds=round(result.train_seconds, 3), n_voxels=result.grid.n_voxels,
+        resolution=tuple(int(r) for r in result.grid.reso), metrics=dict(result.metrics),
+        curve=tuple(tuple(p) for p in result.curve), stats=dict(result.stats),
+        world_from_grid=tuple(tuple(float(v) for v in row) for row in np.asarray(result.grid.world_from_grid)),
+    )
 
 
 def training_cameras(scene: Scene, holdout_every: int) -> list[dict]:
@@ -96,48 +69,43 @@ def training_cameras(scene: Scene, holdout_every: int) -> list[dict]:
              "width": f.width, "height": f.height} for f in scene.frames if f.split == "train"]
 
 
-def fit_one(scene: Scene, cfg: FitConfig, out: Path, callback: Callable[[FitProgress], None] | None) -> FitOutcome:
-    """Fit and write one scene folder atomically (DONE last); a failure writes fit.json with status failed."""
+def fit_one(scene: Scene, cfg: FitConfig, out: Path, callback: Callable[[FitProgress], None] | None = None
+            ) -> dict[str, Any]:
+    """Fit one scene and write its folder atomically (grid.npz, fit.json); returns the facts for its done
+    marker. Raises what the fit raises (the runner records it)."""
     start = time.perf_counter()
-    try:
-        result = fit_scene(scene, cfg, callback)
-    except (PerfdataError, RuntimeError, ValueError, torch.cuda.OutOfMemoryError) as exc:
-        seconds = time.perf_counter() - start
-        message = f"{type(exc).__name__}: {exc}"
-        with atomic.atomic_dir(out) as tmp:
-            record = fit_record(scene, cfg, "failed", seconds, error=message)
-            record["traceback"] = traceback.format_exc(limit=5)
-            atomic.write_json(tmp / "fit.json", record)
-        return FitOutcome(scene.scene_id, "failed", out, {}, seconds, message)
+    result = fit_scene(scene, cfg, callback)
     seconds = time.perf_counter() - start
+    atomic.remove_stale(out.parent, out.name)
     with atomic.atomic_dir(out) as tmp:
-        result.grid.save(tmp / "grid.npz")
-        atomic.write_json(tmp / "fit.json", fit_record(scene, cfg, "done", seconds, result))
-        atomic.write_text(tmp / DONE_MARKER, "done\n")
-    return FitOutcome(scene.scene_id, "done", out, result.metrics, seconds)
+        result.grid.save(tmp / GRID_NAME)
+        write_fit(tmp, fit_record(scene, cfg, seconds, result))
+    return {"device": result.device, "metrics": dict(result.metrics), "n_voxels": result.grid.n_voxels,
+            "steps": result.steps, "resolution": list(result.grid.reso)}
 
 
 def fit_scenes(
     reader: str, data: str | Path, scene_ids: Sequence[str] | None, out_dir: str | Path, cfg: FitConfig,
-    force: bool = False, callback: Callable[[str, FitProgress], None] | None = None,
-    scenes: Sequence[Scene] | None = None, executor: ExecutorConfig = ExecutorConfig(),
-    shard: tuple[int, int] | None = None,
-) -> list[FitOutcome]:
-    """Fit every chosen scene into `out_dir/<scene_id>/`; a scene with a DONE marker is skipped unless `force`,
-    a failed scene (also one whose capture cannot be read) is recorded and the next goes on.
+    run: RunConfig = RunConfig(), callback: Callback | None = None, scenes: Sequence[Scene] | None = None,
+) -> list[TaskOutcome]:
+    """Fit every chosen scene into `out_dir/<scene_id>/` on the per-scene runner (`run`: executor, shard, force,
+    retry_failed, dry_run); one outcome per scene (`outcome.metrics` holds the held-out metrics).
 
-    `scenes` (in-memory scenes) replaces the reader when given (in-process only). Otherwise the scene list
-    (all of `data`, or `scene_ids`) is split by `shard` (i, n) and run on `executor`; the planned ids go to
-    `out_dir/plan.json` for `perfdata status`. `callback(scene_id, progress)` receives progress (in-process)."""
+    `scenes` (in-memory scenes) replaces the reader when given (in-process executors only). Otherwise the scene
+    list is all of `data`, or `scene_ids`. `callback(scene_id, progress)` receives progress (in-process)."""
     out_dir = Path(out_dir)
+    in_process = run.executor.kind in ("local", "threads")
+    cb = callback if in_process else None
     if scenes is not None:
-        return [_fit_or_skip(s, cfg, out_dir / s.scene_id, force, callback) for s in scenes]
-    ids = shard_items(select_scene_ids(reader, data, scene_ids), shard)
-    write_plan(out_dir, "fit", ids)
-    if executor.kind == "local":
-        return [fit_scene_by_id(reader, str(data), str(out_dir), cfg, force, sid, callback) for sid in ids]
-    job = functools.partial(fit_scene_by_id, reader, str(data), str(out_dir), cfg, force)
-    return [_as_fit_outcome(o, out_dir) for o in run_tasks(job, ids, executor)]
+        if not in_process:
+            raise ConfigError("in-memory scenes can only be fitted in this process (executor local or threads)")
+        by_id = {s.scene_id: s for s in scenes}
+        work: Callable[[str], Mapping[str, Any]] = functools.partial(fit_memory_scene, by_id, str(out_dir), cfg, cb)
+        ids = list(by_id)
+    else:
+        work = functools.partial(fit_scene_by_id, reader, str(data), str(out_dir), cfg, cb)
+        ids = select_scene_ids(reader, data, scene_ids)
+    return run_stage(StageJob(Markers.in_folder(out_dir, "fit"), work), ids, run)
 
 
 def select_scene_ids(reader: str, data: str | Path, scene_ids: Sequence[str] | None) -> list[str]:
@@ -151,41 +119,20 @@ def select_scene_ids(reader: str, data: str | Path, scene_ids: Sequence[str] | N
     return list(scene_ids) if scene_ids else known
 
 
-def fit_scene_by_id(reader: str, data: str, out_dir: str, cfg: FitConfig, force: bool, scene_id: str,
-                    callback: Callable[[str, FitProgress], None] | None = None) -> FitOutcome:
-    """Load one scene with its reader and fit it (picklable with functools.partial, for the executors)."""
+def fit_scene_by_id(reader: str, data: str, out_dir: str, cfg: FitConfig, callback: Callback | None,
+                    scene_id: str) -> dict[str, Any]:
+    """Runner work: load one scene with its reader and fit it (picklable with functools.partial)."""
     from perfdata.readers import get_reader
-    from perfdata.status import mark_failed
 
-    out = Path(out_dir) / scene_id
-    if (out / DONE_MARKER).is_file() and not force:
-        return FitOutcome(scene_id, "skipped", out, _done_metrics(out))
-    try:
-        scene = get_reader(reader).load_scene(Path(data), scene_id)
-    except PerfdataError as exc:
-        mark_failed(out, f"{type(exc).__name__}: {exc}")
-        return FitOutcome(scene_id, "failed", out, {}, 0.0, f"{type(exc).__name__}: {exc}")
-    return _fit_or_skip(scene, cfg, out, force, callback)
+    scene = get_reader(reader).load_scene(Path(data), scene_id)
+    return fit_one(scene, cfg, Path(out_dir) / scene_id, _bind(callback, scene_id))
 
 
-def _fit_or_skip(scene: Scene, cfg: FitConfig, out: Path, force: bool,
-                 callback: Callable[[str, FitProgress], None] | None) -> FitOutcome:
-    if (out / DONE_MARKER).is_file() and not force:
-        return FitOutcome(scene.scene_id, "skipped", out, _done_metrics(out))
-    cb = None if callback is None else functools.partial(callback, scene.scene_id)
-    return fit_one(scene, cfg, out, cb)
+def fit_memory_scene(scenes: Mapping[str, Scene], out_dir: str, cfg: FitConfig, callback: Callback | None,
+                     scene_id: str) -> dict[str, Any]:
+    """Runner work for a scene held in memory."""
+    return fit_one(scenes[scene_id], cfg, Path(out_dir) / scene_id, _bind(callback, scene_id))
 
 
-def _as_fit_outcome(outcome: TaskOutcome, out_dir: Path) -> FitOutcome:
-    if isinstance(outcome.result, FitOutcome):
-        return outcome.result
-    return FitOutcome(outcome.item, "failed", out_dir / outcome.item, {}, outcome.seconds, outcome.error)
-
-
-def _done_metrics(out: Path) -> dict[str, float]:
-    import json
-
-    try:
-        return dict(json.loads((out / "fit.json").read_text()).get("metrics", {}))
-    except (OSError, ValueError):
-        return {}
+def _bind(callback: Callback | None, scene_id: str) -> Callable[[FitProgress], None] | None:
+    return None if callback is None else functools.partial(callback, scene_id)

@@ -14,19 +14,23 @@ the scene group gets the arrays and replaces the original (atomic); remotely the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 from scipy.spatial import cKDTree
 
 from perfdata import camera
-from perfdata.atomic import atomic_dir
+from perfdata.atomic import atomic_dir, remove_stale
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
+from perfdata.markers import Markers
+from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.scene import Frame
 from perfdata.store.codecs import choose_codec, quiet_numcodecs
 from perfdata.store.reader import Store
@@ -185,24 +189,43 @@ def _add_arrays(target: object, arrays: dict[str, np.ndarray], attrs: dict) -> N
         group.attrs[SCENE_KEY] = dict(attrs, codecs=codecs)
 
 
-def label_scenes(
-    store: Store, scene_ids: Iterable[str], cfg: LabelConfig, points_template: str | None = None,
-    reader: str | None = None, data: str | None = None,
-) -> list[tuple[str, int, int, str]]:
-    """Label each scene from `points_template.format(scene=id)` or from the reader's 2D label maps;
-    returns (scene, n_voxels, n_labelled, source) rows."""
-    rows = []
-    for scene_id in scene_ids:
-        grid = store.read_scene(scene_id)
-        if points_template is not None:
-            source = points_template.replace("{scene}", scene_id)
-            labels, dist = labels_from_points(grid, *read_labelled_points(source), cfg)
-        else:
-            from perfdata.readers import load_scenes
+def label_scene(store_url: str, cfg: LabelConfig, points_template: str | None, reader: str | None,
+                data: str | None, scene_id: str) -> dict[str, Any]:
+    """Runner work: label one scene from `points_template.format(scene=id)` or from the reader's 2D label maps."""
+    from perfdata.store import open_store
 
-            (scene,) = list(load_scenes(reader, data, (scene_id,)))
-            labels, dist = labels_from_maps(grid, scene.frames, cfg)[0], None
-            source = f"{reader}:{data} (2D label maps through depth)"
-        label_store(store, scene_id, labels, dist, source)
-        rows.append((scene_id, grid.n_voxels, int((labels >= 0).sum()), source))
-    return rows
+    store = open_store(store_url)
+    if store.loc.is_local:
+        remove_stale(store.loc.local_path / store.loc.scene_key(scene_id).rpartition("/")[0], scene_id)
+    grid = store.read_scene(scene_id)
+    if points_template is not None:
+        source = points_template.replace("{scene}", scene_id)
+        labels, dist = labels_from_points(grid, *read_labelled_points(source), cfg)
+    else:
+        from perfdata.readers import load_scenes
+
+        (scene,) = list(load_scenes(reader, data, (scene_id,)))
+        labels, dist = labels_from_maps(grid, scene.frames, cfg)[0], None
+        source = f"{reader}:{data} (2D label maps through depth)"
+    label_store(store, scene_id, labels, dist, source)
+    return {"n_voxels": grid.n_voxels, "n_labelled": int((labels >= 0).sum()), "source": source}
+
+
+def is_labelled(store_url: str, scene_id: str) -> bool:
+    """Whether the store's scene already has labels written by this stage."""
+    from perfdata.store import open_store
+
+    store = open_store(store_url)
+    return scene_id in store.scene_ids and "labels_source" in store.scene_attrs(scene_id).extra
+
+
+def label_scenes(
+    store_url: str, scene_ids: Iterable[str], cfg: LabelConfig, points_template: str | None = None,
+    reader: str | None = None, data: str | None = None, run: RunConfig = RunConfig(),
+) -> list[TaskOutcome]:
+    """Label each scene (`label_scene`) on the per-scene runner, markers beside the store; scenes labelled
+    before are skipped unless `run.force`. Outcome facts: n_voxels, n_labelled, source."""
+    job = StageJob(Markers.for_store(str(store_url), "label"),
+                   functools.partial(label_scene, str(store_url), cfg, points_template, reader, data),
+                   functools.partial(is_labelled, str(store_url)))
+    return run_stage(job, list(scene_ids), run)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from perfdata.pipelines.export import ExportConfig, ExportResult, SceneExport, run_scene_jobs
+from perfdata.pipelines.export import ExportConfig, ExportResult, run_scene_jobs
 
 from perfdata.errors import InputError
 from perfdata.store.location import Location
@@ -264,11 +264,13 @@ def import_perfception(path: str | Path, out: str, cfg: ExportConfig, reso: int 
     loc = Location(out, cfg.write.storage_options)
     dataset = "perfception" if cfg.dataset == "perfdata" else cfg.dataset
 
-    def job(folder: Path) -> SceneExport:
-        scene = perfception_scene(folder, reso)
-        write_scene(loc, scene_id_of(folder), scene, cfg.write)
-        return SceneExport(scene_id_of(folder), "written", scene.attrs.n_voxels)
+    by_id = {scene_id_of(f): f for f in folders}
 
-    results = run_scene_jobs(loc, [(scene_id_of(f), f) for f in folders], job, cfg)
+    def job(scene_id: str) -> dict[str, Any]:
+        scene = perfception_scene(by_id[scene_id], reso)
+        write_scene(loc, scene_id, scene, cfg.write)
+        return {"n_voxels": scene.attrs.n_voxels}
+
+    results = run_scene_jobs(loc, list(by_id), job, cfg)
     root = None if cfg.dry_run else refresh_root(loc, dataset)
     return ExportResult(out, tuple(results), root)

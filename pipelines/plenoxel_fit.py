@@ -77,7 +77,8 @@ def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
     frames = []
     for f in scene.frames:
         small = f.downscaled(cfg.downscale)
-        image = functools.partial(composited_image, f, bg, (small.height, small.width))
+        source = small if f.prescaled else f  # a stored smaller copy (LLFF's images_8/) is read as it is
+        image = functools.partial(composited_image, source, bg, (small.height, small.width))
         frames.append(dataclasses.replace(small, image=image))
     return dataclasses.replace(scene, frames=tuple(frames))
 

@@ -17,11 +17,15 @@ Output layout (RENDERS = the --out folder)::
     RENDERS/<scene_id>/<view>.bg.png     uint8 RGB background-only colour
     RENDERS/<scene_id>/<view>.label.png  uint8 class ids, 255 = ignore (scenes with voxel labels or logits)
     RENDERS/<scene_id>/contact.png       contact sheet: a row per view (up to 8): rgb, depth, mask, label, bg
-    RENDERS/<scene_id>/DONE              written last; a scene folder is built under a temporary name and
-                                         renamed, so a folder without DONE never appears (a rerun redoes it)
+    RENDERS/<scene_id>/DONE              the runner's done marker, written last; a scene folder is built
+                                         under a temporary name and renamed whole, so no partial folder ever
+                                         appears (a folder without DONE is redone by a rerun)
+    RENDERS/<scene_id>/FAILED.json       instead of the views, when the scene failed (error, traceback)
 
-View names are `00000`, `00001`, ...; `perfdata.pipelines.pack` turns the layout into WebDataset shards, and
-`--shards` writes the same samples straight into shards (identical bytes to render-then-pack).
+The format (cameras.json, members, samples) is `perfdata.records.render`. View names are `00000`, `00001`, ...;
+`perfdata.pipelines.pack` turns the layout into WebDataset shards, and `--shards` writes the same samples
+straight into shards (identical bytes to render-then-pack). Scenes run on the per-scene runner
+(`perfdata.runner`: any executor, `--shard`, a failing scene never stops the others, markers and status).
 
 Definitions:
 - depth: composited z-depth divided by opacity where opacity > 0.5 (so edges are not pulled to the camera),
@@ -38,63 +42,29 @@ Definitions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from perfdata.pipelines.pack import PackConfig
-from perfdata.pipelines.poses import Camera, make_cameras
-from perfdata.pipelines.render_source import GridSource, SceneInfo, open_source, scene_info
+from perfdata.pipelines.render_config import (
+    WHAT,
+    Progress,
+    RenderConfig,
+    check_config,
+    select_scenes,
+)
+from perfdata.pipelines.render_source import GridSource, open_source, scene_info
 
-from perfdata.errors import ConfigError, InputError
+from perfdata.atomic import remove_stale
+from perfdata.devices import resolve_device
+from perfdata.markers import Markers
+from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.shards import ShardInfo
 
 log = logging.getLogger(__name__)
-
-WHAT = ("rgb", "depth", "mask", "bg", "label")
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """How to render scenes of a store."""
-
-    scenes: tuple[str, ...] = ()
-    """Scene ids to render (empty: all)."""
-    n_views: int = 50
-    """Views per scene."""
-    size: int = 300
-    """Longer image side in pixels."""
-    poses: str = "interpolate"
-    """interpolate (between nearby training cameras), orbit, or train (the training cameras)."""
-    what: tuple[str, ...] = WHAT
-    """Which outputs to write: rgb, depth, mask, bg, label."""
-    depth_format: str = "png"
-    """png (uint16 mm), npy (float32 m) or both."""
-    min_psnr: float | None = None
-    """Skip (and list) scenes whose fit psnr is below this, or unknown."""
-    seed: int = 0
-    """Seed of the novel cameras (each scene derives its own from it and its id)."""
-    step: float = 0.5
-    """Sample spacing in voxels."""
-    chunk: int = 16384
-    """Rays rendered at once."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    memory_budget_mb: float = 4096.0
-    """A view whose buffers would exceed this is refused before any rendering."""
-    background_labels: tuple[str, ...] = ("background", "wall", "floor", "ceiling")
-    """Class names whose voxels count as background (see module docstring)."""
-    contact_views: int = 8
-    """Views shown in each scene's contact sheet."""
-    shards: bool = False
-    """Write WebDataset shards (and index.json) into the output folder instead of per-view files."""
-    pack: PackConfig = field(default_factory=PackConfig)
-    """Shard rolling and train / val split, with `shards`."""
-    dry_run: bool = False
-    """List what would be rendered; write nothing."""
 
 
 @dataclass(frozen=True)
@@ -113,91 +83,18 @@ class RenderResult:
     seconds: float = 0.0
     shards: tuple[ShardInfo, ...] = ()
     index_path: Path | None = None
+    outcomes: tuple[TaskOutcome, ...] = ()
+    """One per scene chosen (folder output)."""
 
-
-def check_config(cfg: RenderConfig) -> None:
-    """Reject bad options before anything is read or written."""
-    if cfg.n_views < 1:
-        raise ConfigError(f"--views must be at least 1, got {cfg.n_views}")
-    if cfg.size < 1:
-        raise ConfigError(f"--size must be at least 1, got {cfg.size}")
-    unknown = set(cfg.what) - set(WHAT)
-    if unknown or not cfg.what:
-        raise ConfigError(f"--what {','.join(cfg.what)}: choose from {','.join(WHAT)}")
-    if cfg.depth_format not in ("png", "npy", "both"):
-        raise ConfigError(f"--depth-format {cfg.depth_format!r}: choose png, npy or both")
-    if cfg.poses not in ("interpolate", "orbit", "train"):
-        raise ConfigError(f"--poses {cfg.poses!r}: choose interpolate, orbit or train")
-    need_mb = view_bytes(cfg.size, cfg.size, 64) / 2**20
-    if need_mb > cfg.memory_budget_mb:
-        raise ConfigError(
-            f"--size {cfg.size}: one view needs about {need_mb:.0f} MB, more than the memory budget of "
-            f"{cfg.memory_budget_mb:.0f} MB; lower --size or raise --memory-budget"
-        )
-
-
-def view_bytes(width: int, height: int, n_classes: int) -> int:
-    """Peak bytes of one view's buffers: rgb, depth, opacity, bg, features (float32) held twice (tensor and
-    numpy), plus encoded files."""
-    per_pixel = 4 * (3 + 1 + 1 + 3 + 1 + n_classes) * 2 + 16
-    return width * height * per_pixel
-
-
-def rays_per_chunk(reso: tuple[int, int, int], cfg: RenderConfig, bytes_per_sample: int = 128) -> int:
-    """Rays rendered at once: `cfg.chunk`, lowered so one chunk's samples (up to sqrt(3) * R / step per ray,
-    about `bytes_per_sample` each while marching) take at most a quarter of the memory budget."""
-    n_max = int(np.ceil(np.sqrt(3.0) * max(reso) / cfg.step)) + 1
-    fit = int(cfg.memory_budget_mb * 2**20 / 4 / (n_max * bytes_per_sample))
-    return max(256, min(cfg.chunk, fit))
-
-
-def scene_seed(seed: int, scene_id: str) -> int:
-    """A per-scene seed from the run seed and the scene id (stable across runs and machines)."""
-    import zlib
-
-    return int(np.random.SeedSequence([seed, zlib.crc32(scene_id.encode())]).generate_state(1)[0])
-
-
-def select_scenes(source: GridSource, cfg: RenderConfig, where: str) -> tuple[list[SceneInfo], list[tuple[str, str]]]:
-    """The scenes to render, in sorted order, and the (id, reason) of those skipped by --min-psnr."""
-    ids = list(source.scene_ids)
-    missing = [s for s in cfg.scenes if s not in ids]
-    if missing:
-        raise InputError(where, f"scene id(s) not in the store: {', '.join(missing)}")
-    chosen, skipped = [], []
-    for sid in sorted(cfg.scenes or ids):
-        info = scene_info(source, sid)
-        if cfg.min_psnr is not None and (info.psnr is None or info.psnr < cfg.min_psnr):
-            why = "no fit psnr recorded" if info.psnr is None else f"fit psnr {info.psnr:.2f} is below"
-            skipped.append((sid, f"{why} --min-psnr {cfg.min_psnr}"))
-            continue
-        chosen.append(info)
-    return chosen, skipped
-
-
-def scene_cameras(info: SceneInfo, cfg: RenderConfig) -> tuple[list[Camera], str]:
-    """Cameras of one scene and the pose kind used (interpolate falls back to orbit without nearby pairs)."""
-    seed = scene_seed(cfg.seed, info.scene_id)
-    try:
-        return make_cameras(cfg.poses, info.cameras, info.world_from_grid, cfg.n_views, cfg.size, seed), cfg.poses
-    except ConfigError as exc:
-        if cfg.poses != "interpolate":
-            raise
-        log.warning("scene %s: %s; rendering an orbit instead", info.scene_id, exc)
-        return make_cameras("orbit", info.cameras, info.world_from_grid, cfg.n_views, cfg.size, seed), "orbit"
-
-
-Progress = Callable[[str, int, int], None]
-"""progress(scene_id, views done, views in the scene), called after each view."""
 
 
 def render_store(
-    store_url: str | Path | GridSource, out_dir: str | Path, cfg: RenderConfig, progress: Progress | None = None
+    store_url: str | Path | GridSource, out_dir: str | Path, cfg: RenderConfig, progress: Progress | None = None,
+    run: RunConfig = RunConfig(),
 ) -> RenderResult:
     """Render the scenes of a store (a path or URL of a zarr store or a fits folder, or an open `GridSource`)
-    into `out_dir`: per-view files (module docstring) or, with `cfg.shards`, WebDataset shards. Completed scenes
-    (DONE) are kept; a failed scene does not stop the others (with `shards`, any failure removes the run's
-    shards)."""
+    into `out_dir`: per-view files (module docstring), one runner item per scene, or, with `cfg.shards`,
+    WebDataset shards (in this process; any failure removes the run's shards)."""
     from perfdata.pipelines import render_write
 
     check_config(cfg)
@@ -207,11 +104,34 @@ def render_store(
     infos, skipped = select_scenes(source, cfg, str(store_url) if isinstance(store_url, (str, Path)) else "store")
     for sid, reason in skipped:
         log.warning("skipping scene %s: %s", sid, reason)
-    if cfg.dry_run:
+    if cfg.dry_run or run.dry_run:
         return RenderResult(out_dir, rendered=tuple(i.scene_id for i in infos), skipped=tuple(skipped))
-    writer: Callable = render_write.render_to_shards if cfg.shards else render_write.render_to_folders
-    out = writer(source, infos, out_dir, cfg, progress)
-    return RenderResult(out_dir, skipped=tuple(skipped), seconds=time.perf_counter() - start, **out)
+    if cfg.shards:
+        out = render_write.render_to_shards(source, infos, out_dir, cfg, progress)
+        return RenderResult(out_dir, skipped=tuple(skipped), seconds=time.perf_counter() - start, **out)
+    in_process = run.executor.kind in ("local", "threads") or not isinstance(store_url, (str, Path))
+    where: Any = source if in_process else str(store_url)
+    job = StageJob(Markers.in_folder(out_dir, "render"),
+                   functools.partial(render_scene, where, str(out_dir), cfg, progress if in_process else None))
+    outcomes = run_stage(job, [i.scene_id for i in infos], run)
+    return RenderResult(
+        out_dir, rendered=tuple(o.item for o in outcomes if o.status == "done"),
+        kept=tuple(o.item for o in outcomes if o.status == "skipped"), skipped=tuple(skipped),
+        failed=tuple((o.item, o.error or o.status) for o in outcomes if o.status in ("failed", "held", "busy")),
+        n_views=sum(int(o.facts.get("n_views", 0)) for o in outcomes if o.status == "done"),
+        seconds=time.perf_counter() - start, outcomes=tuple(outcomes))
 
 
-__all__ = ["RenderConfig", "RenderResult", "render_store"]
+def render_scene(source: GridSource | str, out_dir: str, cfg: RenderConfig, progress: Progress | None,
+                 scene_id: str) -> dict[str, Any]:
+    """One scene's folder (runner work: under the scene's lock, so a killed run's temporaries can go)."""
+    from perfdata.pipelines.render_write import write_scene_folder
+
+    src = open_source(source) if isinstance(source, str) else source
+    info = scene_info(src, scene_id)
+    remove_stale(Path(out_dir), scene_id)
+    n_views = write_scene_folder(src, info, Path(out_dir) / scene_id, cfg, progress)
+    return {"n_views": n_views, "device": str(resolve_device(cfg.device)), "psnr": info.psnr}
+
+
+__all__ = ["WHAT", "RenderConfig", "RenderResult", "render_store"]

@@ -2,7 +2,7 @@
 
 - the zarr dataset store (`perfdata.store.open_store(url)`: its object already has `scene_ids`, `read_scene`
   and `scene_attrs`), the normal source, so imported PeRFception data renders too;
-- `FitsSource`: a folder of fit outputs `<scene_id>/grid.npz` (+ `fit.json`), the interim source;
+- `FitsSource`: a folder of finished fits (`perfdata.records.fit`), the interim source;
 - `MemorySource`: grids held in memory (tests, benchmarks).
 
 Scene attributes are read leniently into a `SceneInfo`: class_name; fit psnr from `metrics["psnr"]` (or a top-level
@@ -12,7 +12,6 @@ height}, c2w metric world frame, OpenCV axes); label names from `label_names` or
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from perfdata.pipelines.poses import Camera
 
 from perfdata.errors import ConfigError, InputError
 from perfdata.grid import SparseGrid
+from perfdata.markers import Markers
+from perfdata.records.fit import GRID_NAME, read_fit
 
 
 class GridSource(Protocol):
@@ -112,26 +113,22 @@ class MemorySource:
 
 @dataclass(frozen=True)
 class FitsSource:
-    """A folder of fits: `<root>/<scene_id>/grid.npz` with an optional `fit.json` beside it."""
+    """A folder of fits (`perfdata.records.fit`): the scenes with a done marker."""
 
     root: Path
 
     @property
     def scene_ids(self) -> list[str]:
-        return sorted(p.parent.name for p in self.root.glob("*/grid.npz"))
+        markers = Markers.in_folder(self.root, "fit")
+        return sorted(p.parent.name for p in self.root.glob(f"*/{GRID_NAME}") if markers.is_done(p.parent.name))
 
     def read_scene(self, scene_id: str) -> SparseGrid:
-        return SparseGrid.load(self.root / scene_id / "grid.npz")
+        return SparseGrid.load(self.root / scene_id / GRID_NAME)
 
     def scene_attrs(self, scene_id: str) -> dict[str, Any]:
-        path = self.root / scene_id / "fit.json"
-        attrs: dict[str, Any] = {}
-        if path.is_file():
-            try:
-                attrs = json.loads(path.read_text())
-            except ValueError as exc:
-                raise InputError(path, f"cannot read fit.json ({exc})") from None
-        if "world_from_grid" not in attrs:
+        record = read_fit(self.root / scene_id)
+        attrs = record.to_json()
+        if record.world_from_grid is None:
             attrs["world_from_grid"] = self.read_scene(scene_id).world_from_grid.tolist()
         return attrs
 
@@ -140,7 +137,7 @@ def open_source(path: str | Path) -> GridSource:
     """A `GridSource` for `path`: a folder of fits (`*/grid.npz`) or, otherwise, a dataset store (local path or
     fsspec URL). A path that is neither is an InputError naming it."""
     p = Path(str(path))
-    if p.is_dir() and any(p.glob("*/grid.npz")):
+    if p.is_dir() and any(p.glob(f"*/{GRID_NAME}")):
         return FitsSource(p)
     if "://" not in str(path) and not p.exists():
         raise InputError(path, "store not found")

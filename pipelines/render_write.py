@@ -3,33 +3,30 @@ Each scene's views are rendered, encoded and written one at a time; only contact
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from perfdata.pipelines.pack import (
-    CAMERAS_NAME,
-    DONE_NAME,
-    MEMBER_EXTS,
-    RENDER_FORMAT_VERSION,
-    build_sample,
-    class_index,
-)
+from perfdata.pipelines.render_config import Progress, RenderConfig, rays_per_chunk, scene_cameras, scene_seed
 from perfdata.pipelines.render_source import GridSource, SceneInfo
 from perfdata.pipelines.render_view import encode_view, prepare_fields, render_view
 
 from perfdata import contact
-from perfdata.atomic import atomic_dir, write_bytes, write_json
+from perfdata.atomic import atomic_dir, write_bytes
 from perfdata.devices import resolve_device, split_scene_ids
-from perfdata.errors import PerfdataError
+from perfdata.records.render import (
+    CONTACT_NAME,
+    SceneRender,
+    build_sample,
+    class_index,
+    members_for,
+    write_render,
+)
 from perfdata.shards import ShardWriter, write_index
-
-if TYPE_CHECKING:
-    from perfdata.pipelines.render import Progress, RenderConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +56,9 @@ class ContactTiles:
 
 def scene_views(
     source: GridSource, info: SceneInfo, cfg: RenderConfig, tiles: ContactTiles | None
-) -> tuple[dict[str, Any], Iterator[tuple[dict[str, Any], dict[str, bytes]]]]:
+) -> tuple[SceneRender, Iterator[tuple[dict[str, Any], dict[str, bytes]]]]:
     """Read a scene and return its meta (cameras.json without views) and an iterator of (view meta, encoded
     files) that renders one view per step."""
-    from perfdata.pipelines.render import rays_per_chunk, scene_cameras, scene_seed
-
     cams, kind = scene_cameras(info, cfg)
     grid = source.read_scene(info.scene_id)
     what = tuple(w for w in cfg.what if w != "label" or grid.labels is not None or grid.logits is not None)
@@ -87,45 +82,19 @@ def scene_views(
     return meta, views()
 
 
-def scene_meta(info: SceneInfo, cfg: RenderConfig, kind: str, seed: int, what: tuple[str, ...]) -> dict[str, Any]:
-    members = [ext for ext in MEMBER_EXTS if ext.split(".")[0] in what]
-    if cfg.depth_format == "png":
-        members = [m for m in members if m != "depth.npy"]
-    elif cfg.depth_format == "npy":
-        members = [m for m in members if m != "depth.png"]
-    return {
-        "format_version": RENDER_FORMAT_VERSION, "scene_id": info.scene_id, "class_name": info.class_name,
-        "class_id": info.class_id, "world_from_grid": info.world_from_grid.tolist(), "psnr": info.psnr,
-        "poses": kind, "seed": seed, "size": cfg.size, "members": members, "views": [],
-    }
-
-
-def render_to_folders(
-    source: GridSource, infos: list[SceneInfo], out_dir: Path, cfg: RenderConfig, progress: Progress | None = None
-) -> dict:
-    """Per-scene folders; scenes with DONE are kept. Returns RenderResult fields."""
-    rendered, kept, failed, n_views = [], [], [], 0
-    for info in infos:
-        final = out_dir / info.scene_id
-        if (final / DONE_NAME).is_file():
-            kept.append(info.scene_id)
-            continue
-        for stale in out_dir.glob(f".{info.scene_id}.*.tmp"):  # left by a run that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            n_views += write_scene_folder(source, info, final, cfg, progress)
-            rendered.append(info.scene_id)
-        except Exception as exc:  # a failed scene never stops the others (DESIGN.md section 7)
-            msg = str(exc) if isinstance(exc, PerfdataError) else f"{type(exc).__name__}: {exc}"
-            log.error("scene %s failed: %s", info.scene_id, msg)
-            failed.append((info.scene_id, msg))
-    return {"rendered": tuple(rendered), "kept": tuple(kept), "failed": tuple(failed), "n_views": n_views}
+def scene_meta(info: SceneInfo, cfg: RenderConfig, kind: str, seed: int, what: tuple[str, ...]) -> SceneRender:
+    return SceneRender(
+        scene_id=info.scene_id, members=members_for(what, cfg.depth_format), class_name=info.class_name,
+        class_id=info.class_id, world_from_grid=tuple(tuple(float(v) for v in r) for r in info.world_from_grid),
+        psnr=info.psnr, poses=kind, seed=seed, size=cfg.size,
+    )
 
 
 def write_scene_folder(
     source: GridSource, info: SceneInfo, final: Path, cfg: RenderConfig, progress: Progress | None = None
 ) -> int:
-    """Render one scene into `final` (built under a temporary name, DONE last); returns the view count."""
+    """Render one scene into `final` (built under a temporary name and renamed whole; the runner writes the
+    done marker after); returns the view count."""
     tiles = ContactTiles(cfg.contact_views, 1)
     views = []
     meta, rendered = scene_views(source, info, cfg, tiles)
@@ -136,10 +105,9 @@ def write_scene_folder(
             views.append(view)
             if progress is not None:
                 progress(info.scene_id, len(views), cfg.n_views)
-        write_json(tmp / CAMERAS_NAME, {**meta, "views": views})
+        write_render(tmp, dataclasses.replace(meta, views=tuple(views)))
         if tiles.rows:
-            contact.write_contact_sheet(tmp / "contact.png", tiles.rows)
-        (tmp / DONE_NAME).write_text("")
+            contact.write_contact_sheet(tmp / CONTACT_NAME, tiles.rows)
     return len(views)
 
 

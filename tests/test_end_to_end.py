@@ -1,5 +1,5 @@
 """End to end on synthetic scenes: mirror -> download -> fit -> export -> label -> render -> pack -> train,
-through `perfdata.demo` (the same steps `perfdata demo` runs), each output read back by its own library."""
+through `perfdata.pipelines.demo` (the same steps `perfdata demo` runs), each output read back by its own library."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import webdataset as wds
+from perfdata.pipelines.demo import DemoConfig, run_demo
 
-from perfdata.demo import DemoConfig, run_demo
-from perfdata.status import scan
+from perfdata.status import output_status
 from perfdata.store import open_store
 from perfdata.store.validate import validate_store
 
@@ -24,7 +25,12 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     status = json.loads((tmp_path / "downloads" / "download_status.json").read_text())
     assert status["files"] and all(f["state"] == "done" for f in status["files"].values())
 
-    assert {s.item: s.state for s in scan(tmp_path / "fits")} == {"obj_0000_sphere": "done", "room_0000": "done"}
+    for output, stage in [("fits", "fit"), ("dataset.zarr", "export"), ("renders", "render"), ("shards", "pack")]:
+        states = {s.stage: {r.item: r.state for r in s.records} for s in output_status(tmp_path / output)}
+        assert stage in states and set(states[stage].values()) == {"done"}, (output, states)
+    assert set(states["pack"]) == {"train", "val"}
+    assert {r.item: r.psnr for r in output_status(tmp_path / "renders")[0].records} == {
+        r["scene"]: pytest.approx(r["psnr"], abs=1e-3) for r in result.scenes}
     for row in result.scenes:
         assert row["psnr"] > 14.0, row  # 80-step fits of 32 px scenes; a constant grey image scores ~8 dB
         assert row["depth_abs_rel"] < 0.2, row

@@ -21,7 +21,7 @@ from perfdata.commands.common import print_table
 def demo(out: Path, n_scenes: int, size: int, n_views: int, fit_seconds: float, seed: int) -> None:
     """Synthesize scenes, serve them as a local mirror and download them, fit, export, render, pack and train;
     write report/report.md and contact sheets under OUT. A rerun skips what is done."""
-    from perfdata.demo import DemoConfig, run_demo
+    from perfdata.pipelines.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out, n_scenes=n_scenes, size=size, n_views=n_views, seed=seed, fit_seconds=fit_seconds)
     result = run_demo(cfg, on_step=lambda name: click.echo(f"demo: {name} ...", err=True))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from perfdata.commands.common import print_table
+from perfdata.commands.common import print_table, runner_options
+
+if TYPE_CHECKING:
+    from perfdata.runner import RunConfig
 
 
 @click.command()
@@ -18,22 +22,23 @@ from perfdata.commands.common import print_table
 @click.option("--sh-bits", type=click.IntRange(1, 8), default=8, show_default=True, help="Bits per SH value.")
 @click.option("--scenes", "scene_ids", multiple=True, help="Scene ids to export (repeatable; default all).")
 @click.option("--dataset", default="perfdata", show_default=True, help="Dataset name in the store's attrs.")
-@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Scenes written at once.")
+@click.option("--min-psnr", type=float, help="Leave out (and list) fits whose held-out PSNR is below this.")
 @click.option("--portable", is_flag=True, help="Use only zarr v3 spec codecs (no numcodecs delta).")
-@click.option("--force", is_flag=True, help="Rewrite scenes already complete in the output.")
-@click.option("--dry-run", is_flag=True, help="Show what would be written.")
+@runner_options
 def export(fits_dir: str | None, perfception: str | None, out: str, fmt: str, sh_bits: int,
-           scene_ids: tuple[str, ...], dataset: str, workers: int, portable: bool, force: bool,
-           dry_run: bool) -> None:
-    """Write the dataset store (zarr), PLY per scene, or HDF5 point files. Exits 1 if any scene failed."""
+           scene_ids: tuple[str, ...], dataset: str, min_psnr: float | None, portable: bool, run: RunConfig) -> None:
+    """Write the dataset store (zarr), PLY per scene, or HDF5 point files; done scenes are skipped. Use
+    --executor threads:N to write N scenes at once in this process. Exits 1 if any scene failed."""
     from perfdata.errors import ConfigError
     from perfdata.pipelines.export import ExportConfig, export_fits
     from perfdata.store.writer import WriteConfig
 
     if (fits_dir is None) == (perfception is None):
         raise ConfigError("give exactly one of --fits DIR and --from-perfception PATH")
-    cfg = ExportConfig(format=fmt, scenes=scene_ids, force=force, workers=workers, dataset=dataset,
-                       write=WriteConfig(sh_bits=sh_bits, portable=portable), dry_run=dry_run)
+    from perfdata.runner import count
+
+    cfg = ExportConfig(format=fmt, scenes=scene_ids, dataset=dataset, min_psnr=min_psnr, force=run.force,
+                       dry_run=run.dry_run, write=WriteConfig(sh_bits=sh_bits, portable=portable))
     if perfception is not None:
         if fmt != "zarr":
             raise ConfigError("--from-perfception writes the zarr store only")
@@ -41,12 +46,12 @@ def export(fits_dir: str | None, perfception: str | None, out: str, fmt: str, sh
 
         result = import_perfception(perfception, out, cfg)
     else:
-        result = export_fits(fits_dir, out, cfg)
+        result = export_fits(fits_dir, out, cfg, run)
     rows = [(s.scene_id, s.status, s.n_voxels or "", f"{s.seconds:.2f}" if s.seconds else "", s.error)
             for s in result.scenes]
-    counts = ", ".join(f"{result.count(k)} {k}" for k in ("written", "skipped", "not-done", "failed", "planned")
-                       if result.count(k))
+    counts = ", ".join(f"{n} {k}" for k, n in count(result.scenes).items())
     print_table(f"export -> {out}: {counts or 'nothing to do'}", rows,
                 header=("scene", "status", "voxels", "seconds", "error"))
-    if result.count("failed"):
+    if any(s.status in ("failed", "failed earlier", "busy") for s in result.scenes):
         sys.exit(1)
+

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from perfdata.commands.common import print_table
+from perfdata.commands.common import exit_if_failed, print_outcomes, runner_options
+
+if TYPE_CHECKING:
+    from perfdata.runner import RunConfig
 
 
 @click.command()
@@ -16,10 +21,12 @@ from perfdata.commands.common import print_table
 @click.option("--data", type=click.Path(), help="Fuse 2D label maps: the captures' root for --reader.")
 @click.option("--max-dist", type=float, default=0.05, show_default=True, help="Metres to the nearest vertex.")
 @click.option("--ignore-id", "ignore_ids", type=int, multiple=True, help="Vertex labels that mean unlabelled.")
+@runner_options
 def label(store_url: str, scene_ids: tuple[str, ...], points_template: str | None, reader: str | None,
-          data: str | None, max_dist: float, ignore_ids: tuple[int, ...]) -> None:
+          data: str | None, max_dist: float, ignore_ids: tuple[int, ...], run: RunConfig) -> None:
     """Give each voxel the label of the nearest labelled vertex within --max-dist (--points), or the majority
-    of back-projected 2D labels (--reader/--data); -1 elsewhere. Writes labels (and label_dist) into the store."""
+    of back-projected 2D labels (--reader/--data); -1 elsewhere. Writes labels (and label_dist) into the store;
+    scenes labelled before are skipped (--force relabels). Exits 1 if any scene failed."""
     from perfdata.errors import ConfigError
     from perfdata.pipelines.labels import LabelConfig, label_scenes
     from perfdata.store import open_store
@@ -27,6 +34,8 @@ def label(store_url: str, scene_ids: tuple[str, ...], points_template: str | Non
     if (points_template is None) == (reader is None or data is None):
         raise ConfigError("give either --points TEMPLATE or both --reader and --data")
     cfg = LabelConfig(max_dist=max_dist, ignore_ids=ignore_ids)
-    store = open_store(store_url)
-    rows = label_scenes(store, scene_ids or store.scene_ids, cfg, points_template, reader, data)
-    print_table(f"labels -> {store_url}", rows, header=("scene", "voxels", "labelled", "source"))
+    ids = scene_ids or open_store(store_url).scene_ids
+    outcomes = label_scenes(store_url, ids, cfg, points_template, reader, data, run)
+    print_outcomes(f"labels -> {store_url}", outcomes, [
+        ("voxels", lambda o: o.facts.get("n_voxels", "")), ("labelled", lambda o: o.facts.get("n_labelled", ""))])
+    exit_if_failed(outcomes)

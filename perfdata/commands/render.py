@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from perfdata.commands.common import print_table
+from perfdata.commands.common import print_table, runner_options
+
+if TYPE_CHECKING:
+    from perfdata.runner import RunConfig
 
 
 @click.command()
@@ -27,26 +31,27 @@ from perfdata.commands.common import print_table
 @click.option("--maxcount", type=int, default=1000, show_default=True, help="With --shards: samples per shard.")
 @click.option("--maxsize", type=int, default=1 << 30, show_default=True, help="With --shards: bytes per shard.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="With --shards: val scenes.")
-@click.option("--dry-run", is_flag=True, help="List the scenes that would be rendered.")
+@runner_options
 def render(store: str, out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
            poses: str, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
-           memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, dry_run: bool) -> None:
-    """Render a store's scenes; completed scenes are kept on a rerun. Exits 1 if any scene failed."""
+           memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, run: RunConfig) -> None:
+    """Render a store's scenes, one runner item per scene (--out; --shards renders in this process);
+    completed scenes are kept on a rerun. Exits 1 if any scene failed."""
     from perfdata.errors import ConfigError
-    from perfdata.pipelines.pack import PackConfig
     from perfdata.pipelines.render import RenderConfig, render_store
+    from perfdata.shards import PackConfig
 
     if (out is None) == (shards_dir is None):
         raise ConfigError("give exactly one of --out DIR and --shards DIR")
     cfg = RenderConfig(
         scenes=scene_ids, n_views=views, size=size, poses=poses, what=tuple(w for w in what.split(",") if w),
         depth_format=depth_format, min_psnr=min_psnr, seed=seed, device=device, memory_budget_mb=memory_budget,
-        shards=shards_dir is not None, dry_run=dry_run,
+        shards=shards_dir is not None, dry_run=run.dry_run,
         pack=PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed),
     )
     with _progress() as report:
-        result = render_store(store, out or shards_dir, cfg, report)
-    rows = [(s, "rendered" if not dry_run else "planned", "") for s in result.rendered]
+        result = render_store(store, out or shards_dir, cfg, report, run)
+    rows = [(s, "rendered" if not run.dry_run else "planned", "") for s in result.rendered]
     rows += [(s, "kept (done)", "") for s in result.kept]
     rows += [(s, "skipped", why) for s, why in result.skipped] + [(s, "failed", e) for s, e in result.failed]
     title = f"render -> {out or shards_dir}: {result.n_views} views in {result.seconds:.1f} s"

@@ -1,4 +1,4 @@
-"""`perfdata status DIR`: done / failed / pending items of a stage's output folder."""
+"""`perfdata status PATH`: done / failed / pending items of any stage's output (fits, store, renders, shards)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,27 @@ from perfdata.commands.common import print_table
 
 
 @click.command()
-@click.argument("out_dir", type=click.Path())
+@click.argument("path", type=click.Path())
 @click.option("--errors/--no-errors", default=True, help="Show the first line of each failure.")
-def status(out_dir: str, errors: bool) -> None:
-    """Report which items (scenes) of a stage's output folder are done, failed (with the error) or pending.
-    Exits 1 when any item failed."""
-    from perfdata.status import scan
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of tables.")
+def status(path: str, errors: bool, as_json: bool) -> None:
+    """Report, per stage that wrote PATH, which items are done, failed (with the error) or pending (never
+    started, or left by a killed run), with attempts, seconds, device and the fit PSNR. Exits 1 when any
+    item failed."""
+    import json
 
-    items = scan(out_dir)
-    rows = [(s.item, s.state, (s.error or "").splitlines()[0] if errors and s.error else "") for s in items]
-    counts = {state: sum(s.state == state for s in items) for state in ("done", "failed", "pending")}
-    print_table(f"{out_dir}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending",
-                rows, header=("item", "state", "error"))
-    if counts["failed"]:
+    from perfdata.runner import first_line
+    from perfdata.status import output_status
+
+    stages = output_status(path)
+    if as_json:
+        click.echo(json.dumps([{"stage": s.stage, "output": s.output, "summary": s.summary(),
+                                "items": [r.to_json() for r in s.records]} for s in stages], indent=2))
+    for s in stages if not as_json else ():
+        rows = [(r.item, r.state, r.attempts or "", "" if r.seconds is None else f"{r.seconds:.1f}",
+                 r.device or "", "" if r.psnr is None else f"{r.psnr:.2f}",
+                 first_line(r.error) if errors else "") for r in s.records]
+        print_table(f"{path} [{s.stage}]: {s.summary()}", rows,
+                    header=("item", "state", "attempts", "seconds", "device", "psnr", "error"))
+    if any(s.count("failed") for s in stages):
         sys.exit(1)

@@ -16,7 +16,9 @@ alpha is the frame mask (unless `mask_path` is given) and such scenes default to
 Per frame, nerfstudio's `depth_file_path` (uint16 PNG or .npy, times the top-level `depth_unit_scale_factor`,
 default 1e-3, gives metres) and `mask_path`, and perfdata's `label_path` (8-bit PNG, 255 = ignore).
 The top-level `"perfdata"` object (format_version 1) adds kind, class_name, label_names, bounds (which set
-world_from_grid), background, background_color and seed.
+world_from_grid), background, background_color, seed, and optionally capture and backdrop. Scene.meta["capture"]:
+the block's capture, else its kind ("object" / "room"), else "object" when every frame has a mask (alpha or
+mask_path), else guessed from the cameras (`perfdata.readers.capture.guess_capture`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from perfdata import camera, images
+from perfdata.distortion import Distortion, lazy_undistorted
 from perfdata.errors import FormatVersionError, InputError
 from perfdata.readers import scene_dir, scene_dirs
+from perfdata.readers.capture import CAPTURES, guess_capture
 from perfdata.scene import Frame, Scene, normalisation_from_bounds, normalise
 
 PERFDATA_BLOCK_VERSION = 1
@@ -49,86 +52,6 @@ _CAMERA_KEYS = frozenset(
 )
 _PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV")
 _BACKGROUNDS = ("white", "black", None)
-
-
-@dataclass(frozen=True)
-class Distortion:
-    """OpenCV / COLMAP radial-tangential distortion of normalised image coordinates."""
-
-    k1: float = 0.0
-    k2: float = 0.0
-    k3: float = 0.0
-    p1: float = 0.0
-    p2: float = 0.0
-
-    @property
-    def is_zero(self) -> bool:
-        return not any((self.k1, self.k2, self.k3, self.p1, self.p2))
-
-
-def distort(xy: np.ndarray, d: Distortion) -> np.ndarray:
-    """Undistorted normalised coordinates (n, 2) -> distorted (n, 2):
-    x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6) + 2 p1 x y + p2 (r^2 + 2 x^2), and likewise for y."""
-    x, y = xy[:, 0], xy[:, 1]
-    r2 = x * x + y * y
-    radial = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
-    xd = x * radial + 2.0 * d.p1 * x * y + d.p2 * (r2 + 2.0 * x * x)
-    yd = y * radial + d.p1 * (r2 + 2.0 * y * y) + 2.0 * d.p2 * x * y
-    return np.stack([xd, yd], axis=-1)
-
-
-def undistort(xy_d: np.ndarray, d: Distortion, n_iter: int = 30) -> np.ndarray:
-    """Inverse of `distort` by fixed-point iteration x <- (x_d - tangential(x)) / radial(x): distorted
-    normalised coordinates (n, 2) -> undistorted (n, 2). Maps measured (distorted) pixel positions to the
-    pinhole camera; converges for the mild distortion of real lenses (|k1| r^2 well below 1)."""
-    xy = np.array(xy_d, dtype=np.float64)
-    for _ in range(n_iter):
-        x, y = xy[:, 0], xy[:, 1]
-        r2 = x * x + y * y
-        radial = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
-        tx = 2.0 * d.p1 * x * y + d.p2 * (r2 + 2.0 * x * x)
-        ty = d.p1 * (r2 + 2.0 * y * y) + 2.0 * d.p2 * x * y
-        xy = np.stack([(xy_d[:, 0] - tx) / radial, (xy_d[:, 1] - ty) / radial], axis=-1)
-    return xy
-
-
-def undistortion_map(K: np.ndarray, d: Distortion, width: int, height: int) -> np.ndarray:
-    """(H, W, 2) pixel positions (u, v) in the distorted capture that each pixel centre of the undistorted
-    pinhole image (same K, same size) comes from."""
-    uv = camera.pixel_grid(width, height)
-    xy = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]], axis=-1)
-    xy_d = distort(xy, d)
-    src = np.stack([xy_d[:, 0] * K[0, 0] + K[0, 2], xy_d[:, 1] * K[1, 1] + K[1, 2]], axis=-1)
-    return src.reshape(height, width, 2)
-
-
-def remap(arr: np.ndarray, src: np.ndarray, mode: str, fill: float = 0) -> np.ndarray:
-    """Sample arr (H, W[, C]) at pixel positions src (h, w, 2) -> (h, w[, C]). mode "bilinear" (float result)
-    or "nearest" (dtype kept). Positions outside the image area [0, W] x [0, H] get `fill`."""
-    H, W = arr.shape[:2]
-    x, y = src[..., 0] - 0.5, src[..., 1] - 0.5  # array index coordinates
-    inside = (src[..., 0] >= 0) & (src[..., 0] <= W) & (src[..., 1] >= 0) & (src[..., 1] <= H)
-    if mode == "nearest":
-        out = arr[np.clip(np.round(y).astype(int), 0, H - 1), np.clip(np.round(x).astype(int), 0, W - 1)]
-    else:
-        x0, y0 = np.floor(x), np.floor(y)
-        ax, ay = x - x0, y - y0
-        x0, y0 = x0.astype(int), y0.astype(int)
-        data = arr.astype(np.float32)
-        out = np.zeros(src.shape[:2] + arr.shape[2:], dtype=np.float32)
-        for dy, wy in ((0, 1.0 - ay), (1, ay)):
-            for dx, wx in ((0, 1.0 - ax), (1, ax)):
-                w = (wy * wx).astype(np.float32)
-                sample = data[np.clip(y0 + dy, 0, H - 1), np.clip(x0 + dx, 0, W - 1)]
-                out += w.reshape(w.shape + (1,) * (arr.ndim - 2)) * sample
-    out[~inside] = fill
-    return out
-
-
-def _undistorted(load: Callable[[], np.ndarray | None], K: np.ndarray, d: Distortion, mode: str, fill: float) -> np.ndarray:
-    arr = load()
-    assert arr is not None
-    return remap(arr, undistortion_map(K, d, arr.shape[1], arr.shape[0]), mode, fill).astype(arr.dtype)
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -236,20 +159,13 @@ def _frame(folder: Path, info: _FileInfo, fr: dict[str, Any], i: int) -> Frame:
     labels: Any = folder / str(fr["label_path"]) if "label_path" in fr else None
     image: Any = image_path
     if not dist.is_zero:
-        image = functools.partial(_undistorted, functools.partial(_read_rgb, image_path), K, dist, "bilinear", 0)
-        depth = _lazy_nearest(depth, functools.partial(images.read_depth, scale=1.0 / factor), K, dist, 0)
-        mask = _lazy_nearest(mask, images.read_mask, K, dist, False)
-        labels = _lazy_nearest(labels, images.read_labels, K, dist, -1)
+        image = lazy_undistorted(image_path, _read_rgb, K, dist, "bilinear", 0)
+        depth = lazy_undistorted(depth, functools.partial(images.read_depth, scale=1.0 / factor), K, dist, "nearest", 0)
+        mask = lazy_undistorted(mask, images.read_mask, K, dist, "nearest", False)
+        labels = lazy_undistorted(labels, images.read_labels, K, dist, "nearest", -1)
     name = Path(str(fr["file_path"])).with_suffix("").as_posix().removeprefix("./")
     return Frame(name=name, K=K, c2w=c2w, width=w, height=h, image=image, depth=depth, mask=mask,
                  labels=labels, split=info.split, depth_scale=1.0 / factor)  # type: ignore[arg-type]
-
-
-def _lazy_nearest(source: Any, read: Callable[[Path], np.ndarray], K: np.ndarray, d: Distortion, fill: float) -> Any:
-    if source is None:
-        return None
-    load = source if callable(source) else functools.partial(read, source)
-    return functools.partial(_undistorted, load, K, d, "nearest", fill)
 
 
 def _file_info(folder: Path, name: str, meta: dict[str, Any]) -> _FileInfo | None:
@@ -303,7 +219,7 @@ def load_scene(root: Path, scene_id: str) -> Scene:
         world_from_grid = normalise(frames)
     rgba = any(info.rgba for info in infos)
     background = block["background"] if "background" in block else ("white" if rgba else None)
-    extras = {k: block[k] for k in ("kind", "seed", "background_color") if k in block}
+    extras = {k: block[k] for k in ("kind", "seed", "background_color", "backdrop") if k in block}
     return Scene(
         scene_id=scene_id,
         frames=tuple(frames),
@@ -312,5 +228,17 @@ def load_scene(root: Path, scene_id: str) -> Scene:
         label_names=tuple(block["label_names"]) if "label_names" in block else None,
         background=background,
         source=f"blender:{folder}",
-        meta={"transforms": names, **extras},
+        meta={"transforms": names, "capture": _capture(block, frames), **extras},
     )
+
+
+def _capture(block: dict[str, Any], frames: list[Frame]) -> str:
+    """The perfdata block's capture (or its kind: object / room), else "object" when frames have masks (alpha
+    or mask_path), else guessed from the cameras."""
+    if block.get("capture") in CAPTURES:
+        return str(block["capture"])
+    if block.get("kind") in ("object", "room"):
+        return str(block["kind"])
+    if all(f.mask is not None for f in frames):
+        return "object"
+    return guess_capture(np.stack([f.c2w for f in frames]))

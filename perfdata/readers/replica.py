@@ -17,6 +17,7 @@ What this reader assumes (Semantic-NeRF's released renders, 640x480):
   When an `info_semantic.json` (Replica's class list: {"classes": [{"id", "name"}]}) sits in the scene folder or
   one or two levels up, it names the ids.
 Frames are numbered by N (sorted numerically), and traj_w_c.txt needs one line per rgb image.
+Scene.meta["capture"] is "room" (cameras inside the space they look at).
 """
 
 from __future__ import annotations
@@ -105,4 +106,5 @@ def load_scene(root: Path, scene_id: str) -> Scene:
     return Scene(
         scene_id=scene_id, frames=tuple(frames), world_from_grid=normalise(frames),
         label_names=_label_names(folder) if labels is not None else None, source=f"replica:{folder}",
+        meta={"capture": "room"},
     )

@@ -10,6 +10,7 @@ Layout of a scene folder:
 
 A pose count that differs from the image count, or a non-finite pose, is an `InputError` naming poses.txt.
 The first image's (and depth map's) size comes from its header and is the size of every frame.
+Scene.meta["capture"] is "room" (cameras inside the space they look at).
 """
 
 from __future__ import annotations
@@ -125,4 +126,5 @@ def load_scene(root: Path, scene_id: str) -> Scene:
               image=folder / "images" / n, depth=depth)
         for n, pose, depth in zip(names, poses, depths, strict=True)
     )
-    return Scene(scene_id=scene_id, frames=frames, world_from_grid=normalise(frames), source=f"rgbd:{folder}")
+    return Scene(scene_id=scene_id, frames=frames, world_from_grid=normalise(frames), source=f"rgbd:{folder}",
+                 meta={"capture": "room"})

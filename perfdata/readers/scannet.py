@@ -17,6 +17,7 @@ own intrinsics, so the depth map is resampled (nearest) through the per-axis aff
 u_depth = fx_d (u - cx) / fx + cx_d (likewise v) onto K; where the two agree this is the identity. Label maps
 are resized (nearest) to the frame size, then mapped raw id -> nyu40 -> the 20 benchmark classes (0..19, -1 =
 anything else, including unannotated 0). Frames with non-finite poses are dropped with a logged warning.
+Scene.meta["capture"] is "room" (cameras inside the space they look at).
 """
 
 from __future__ import annotations
@@ -190,5 +191,5 @@ def load_scene(root: Path, scene_id: str) -> Scene:
     return Scene(
         scene_id=scene_id, frames=tuple(frames), world_from_grid=normalise(frames, points),
         label_names=BENCHMARK_NAMES if table is not None else None, points=points,
-        source=f"scannet:{folder}", meta={"dropped_frames": len(ids) - len(kept)},
+        source=f"scannet:{folder}", meta={"capture": "room", "dropped_frames": len(ids) - len(kept)},
     )

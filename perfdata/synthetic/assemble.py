@@ -65,26 +65,29 @@ def build_scene(
     size: int,
     light: Lighting,
     info: dict[str, Any],
+    masks: bool = True,
 ) -> Scene:
-    """Render every camera (K (3, 3), c2ws (V, 4, 4) OpenCV) and wrap the views as a Scene.
+    """Render every camera (K (3, 3), c2ws (V, 4, 4) OpenCV) and wrap the views as a Scene (frames without
+    masks when `masks` is False).
 
-    `info` holds kind, class_name, label_names, background ("white" / "black" / None), background_color,
-    bounds ((2, 3) lo / hi) and seed; everything but class_name, label_names and background lands in meta.
+    `info` holds kind, class_name, label_names, background ("white" / "black" / None), background_color (None:
+    every ray hits something), bounds ((2, 3) lo / hi) and seed, optionally capture and backdrop; everything
+    but class_name, label_names and background lands in meta.
     """
-    r, g, b = (float(c) for c in info["background_color"])
+    r, g, b = (float(c) for c in info["background_color"] or (0.0, 0.0, 0.0))
     colour = (r, g, b)
     views = render_views(prims, K, c2ws, size, size, light, colour)
     frames = tuple(
         Frame(
             name=f"{i:04d}", K=K.copy(), c2w=c2w.copy(), width=size, height=size,
-            image=v.rgb, depth=v.depth, mask=v.mask, labels=v.labels, split="train",
+            image=v.rgb, depth=v.depth, mask=v.mask if masks else None, labels=v.labels, split="train",
         )
         for i, (c2w, v) in enumerate(zip(c2ws, views, strict=True))
     )
     lo, hi = np.asarray(info["bounds"][0]), np.asarray(info["bounds"][1])
     meta = {k: v for k, v in info.items() if k not in ("class_name", "label_names", "background")}
     meta["bounds"] = [lo.tolist(), hi.tolist()]
-    meta["background_color"] = list(colour)
+    meta["background_color"] = list(colour) if info["background_color"] is not None else None
     return Scene(
         scene_id=scene_id,
         frames=frames,

@@ -1,5 +1,8 @@
 """Object-centric synthetic scenes (CO3D-like): one textured shape resting on a textured ground disc, seen by
-cameras on a ring of the upper hemisphere, with a constant background colour where rays hit nothing.
+cameras on a ring of the upper hemisphere, with a constant background colour where rays hit nothing -- or, with
+`backdrop="textured"`, inside a textured dome whose ground reaches its wall, so every ray hits something (exact
+depth everywhere) and no masks are made: the closest synthetic stand-in for a CO3D capture, whose fit must
+model the surroundings. The same seed gives the same object, cameras and light with either backdrop.
 
 Labels: 0 = "background" (the ground disc), 1 + i = the shape class SHAPE_CLASSES[i] on object pixels, -1 where
 rays hit nothing (depth 0 there). Masks are True on the object only (not the ground). The shape class is the
@@ -30,6 +33,7 @@ from perfdata.synthetic.shapes import Material, Primitive, make_primitive, rotat
 SHAPE_CLASSES = ("sphere", "box", "cylinder", "cone", "torus", "dumbbell", "mushroom")
 OBJECT_LABEL_NAMES = ("background", *SHAPE_CLASSES)
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+BACKDROPS = ("plain", "textured")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ class ObjectSceneConfig:
     """Largest tilt of the object away from upright (a torus may tilt up to three times more)."""
     shadows: bool = True
     """Cast shadows of the object onto the ground and itself."""
+    backdrop: str = "plain"
+    """"plain": rays that hit nothing get `background`, masks cover the object. "textured": a textured dome of
+    radius `dome_radius` over a textured ground of the same radius (labels 0, not foreground); no masks,
+    scene.background None."""
+    dome_radius: float = 5.0
+    """Radius in metres of the textured backdrop's dome (centred on the object's ground point)."""
 
 
 def make_object_scene(
@@ -74,13 +84,14 @@ def make_object_scene(
     pose = rotation_z(rng.uniform(0.0, 2.0 * math.pi)) @ rotation_x(tilt)
     parts = rest_on_floor([p.posed(pose, np.zeros(3)) for p in parts], rng.uniform(-0.05, 0.05, size=2))
     ground = make_primitive("disc", (config.ground_radius,), _ground_material(rng), label=0, foreground=False)
-    lo, hi = group_bounds([*parts, ground])
+    lo, hi = group_bounds([*parts, ground])  # the fit's cube: the object on its stage, with either backdrop
     K = camera.intrinsics_from_fov(math.radians(config.fov_deg), size, size)
     c2ws = _ring_cameras(rng, parts, n_views, config)
     azimuth = rng.uniform(0.0, 2.0 * math.pi)
     light = Lighting(direction=(math.cos(azimuth), math.sin(azimuth), 1.5), shadows=config.shadows)
     info = {
         "kind": "object",
+        "capture": "object",
         "class_name": shape,
         "label_names": OBJECT_LABEL_NAMES,
         "background": config.background,
@@ -88,7 +99,12 @@ def make_object_scene(
         "bounds": (lo, hi),
         "seed": int(seed),
     }
-    return build_scene(scene_id or f"obj_{shape}_{seed}", [*parts, ground], K, c2ws, size, light, info)
+    prims = [*parts, ground]
+    if config.backdrop == "textured":
+        prims = [*parts, *_textured_backdrop(rng, ground, config.dome_radius)]
+        info.update(background=None, background_color=None, backdrop="textured")
+    return build_scene(scene_id or f"obj_{shape}_{seed}", prims, K, c2ws, size, light, info,
+                       masks=config.backdrop != "textured")
 
 
 def _check_args(n_views: int, size: int, shape: str | None, config: ObjectSceneConfig) -> None:
@@ -98,6 +114,8 @@ def _check_args(n_views: int, size: int, shape: str | None, config: ObjectSceneC
         raise ConfigError(f"unknown shape {shape!r}; known: {', '.join(SHAPE_CLASSES)}")
     if config.background not in BACKGROUNDS:
         raise ConfigError(f"unknown background {config.background!r}; use one of {', '.join(BACKGROUNDS)}")
+    if config.backdrop not in BACKDROPS:
+        raise ConfigError(f"unknown backdrop {config.backdrop!r}; use one of {', '.join(BACKDROPS)}")
 
 
 def _ring_cameras(rng: np.random.Generator, parts: list[Primitive], n_views: int, config: ObjectSceneConfig) -> np.ndarray:
@@ -115,6 +133,14 @@ def _ring_cameras(rng: np.random.Generator, parts: list[Primitive], n_views: int
         offset = distance * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
         c2ws.append(camera.look_at(target + offset, target))
     return np.stack(c2ws)
+
+
+def _textured_backdrop(rng: np.random.Generator, ground: Primitive, radius: float) -> list[Primitive]:
+    """The ground disc widened to `radius` (same material) and a textured dome of that radius over it, both
+    label 0 and not foreground. Coarse patterns (0.3-0.8 cycles per metre), so they resolve metres away."""
+    wall = random_material(rng, frequency=(0.3, 0.8), textures=("checker", "noise"), contrast=0.6)
+    floor = make_primitive("disc", (radius,), ground.material, label=0, foreground=False)
+    return [floor, make_primitive("sphere", (radius,), wall, label=0, foreground=False)]
 
 
 def _ground_material(rng: np.random.Generator) -> Material:

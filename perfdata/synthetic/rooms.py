@@ -76,6 +76,7 @@ def make_room_scene(
                      shadows=config.shadows)
     info = {
         "kind": "room",
+        "capture": "room",
         "class_name": "room",
         "label_names": ROOM_LABEL_NAMES,
         "background": None,

@@ -2,9 +2,10 @@
 `synthesize` stage behind `perfdata synth`.
 
 One scene folder holds images/NNNN.png (RGB uint8), depth/NNNN.npy (float32 z-depth metres, 0 = nothing hit),
-masks/NNNN.png (uint8 0 / 255), labels/NNNN.png (uint8, 255 = ignore) and transforms.json (nerfstudio keys,
-OpenGL c2w, plus a "perfdata" block with kind, class_name, label_names, bounds, background, background_color,
-seed). The folder is written under a temporary name and renamed, so a folder that exists is complete.
+masks/NNNN.png (uint8 0 / 255; not for a textured backdrop, whose frames have no masks and no mask_path),
+labels/NNNN.png (uint8, 255 = ignore) and transforms.json (nerfstudio keys, OpenGL c2w, plus a "perfdata" block
+with kind, class_name, label_names, bounds, background, background_color, seed, and for a textured backdrop
+backdrop and capture). The folder is written under a temporary name and renamed, so a folder that exists is complete.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ def transforms_json(scene: Scene) -> dict[str, Any]:
             "file_path": f"images/{f.name}.png",
             "transform_matrix": camera.opencv_to_opengl(f.c2w).tolist(),
             "depth_file_path": f"depth/{f.name}.npy",
-            "mask_path": f"masks/{f.name}.png",
+            **({"mask_path": f"masks/{f.name}.png"} if f.mask is not None else {}),
             "label_path": f"labels/{f.name}.png",
         })
     meta = scene.meta
+    extras = {"backdrop": meta["backdrop"], "capture": meta["capture"]} if "backdrop" in meta else {}
     return {
         "camera_model": "OPENCV",
         "fl_x": float(f0.K[0, 0]),
@@ -60,6 +62,7 @@ def transforms_json(scene: Scene) -> dict[str, Any]:
             "background": scene.background,
             "background_color": meta["background_color"],
             "seed": meta["seed"],
+            **extras,
         },
     }
 
@@ -70,14 +73,15 @@ def write_scene(scene: Scene, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     doc = transforms_json(scene)
     with atomic_dir(out_dir) as tmp:
-        for sub in ("images", "depth", "masks", "labels"):
+        for sub in ("images", "depth", "labels") + (("masks",) if scene.has_masks else ()):
             (tmp / sub).mkdir()
         for f in scene.frames:
             depth, mask, labels = f.load_depth(), f.load_mask(), f.load_labels()
-            assert depth is not None and mask is not None and labels is not None, "synthetic frames have all maps"
+            assert depth is not None and labels is not None, "synthetic frames have depth and labels"
             images.write_png(tmp / "images" / f"{f.name}.png", f.load_image())
             np.save(tmp / "depth" / f"{f.name}.npy", depth.astype(np.float32), allow_pickle=False)
-            images.write_png(tmp / "masks" / f"{f.name}.png", np.where(mask, 255, 0).astype(np.uint8))
+            if mask is not None:
+                images.write_png(tmp / "masks" / f"{f.name}.png", np.where(mask, 255, 0).astype(np.uint8))
             images.write_png(tmp / "labels" / f"{f.name}.png", images.labels_to_png(labels))
         write_json(tmp / "transforms.json", doc)
     return out_dir
@@ -105,6 +109,9 @@ class SynthConfig:
     """Image width = height in pixels."""
     seed: int = 0
     """Run seed; scene i uses scene_seed(seed, i, kind)."""
+    backdrop: str = "plain"
+    """Object scenes: "plain" (constant background, masks) or "textured" (a textured dome and ground, no masks;
+    see `ObjectSceneConfig.backdrop`)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ def plan_scenes(cfg: SynthConfig) -> list[SceneSpec]:
 
     if cfg.kind not in ("objects", "rooms"):
         raise ConfigError(f"unknown kind {cfg.kind!r}; use objects or rooms")
+    if cfg.backdrop != "plain" and cfg.kind != "objects":
+        raise ConfigError(f"--backdrop {cfg.backdrop} is for object scenes (kind objects), not {cfg.kind}")
     if cfg.n_scenes < 0 or cfg.n_views < 1 or cfg.size < 1:
         raise ConfigError(f"need scenes >= 0, views >= 1, size >= 1 (got {cfg.n_scenes}, {cfg.n_views}, {cfg.size})")
     specs = []
@@ -143,13 +152,14 @@ def plan_scenes(cfg: SynthConfig) -> list[SceneSpec]:
     return specs
 
 
-def build_planned(spec: SceneSpec, n_views: int, size: int) -> Scene:
+def build_planned(spec: SceneSpec, n_views: int, size: int, backdrop: str = "plain") -> Scene:
     """The in-memory scene of one planned scene (identical every time)."""
-    from perfdata.synthetic.objects import make_object_scene
+    from perfdata.synthetic.objects import ObjectSceneConfig, make_object_scene
     from perfdata.synthetic.rooms import make_room_scene
 
     if spec.shape is not None:
-        return make_object_scene(spec.seed, n_views, size, shape=spec.shape, scene_id=spec.name)
+        return make_object_scene(spec.seed, n_views, size, shape=spec.shape, scene_id=spec.name,
+                                 config=ObjectSceneConfig(backdrop=backdrop))
     return make_room_scene(spec.seed, n_views, size, scene_id=spec.name)
 
 
@@ -165,7 +175,7 @@ def synthesize(cfg: SynthConfig, on_scene: Callable[[SceneOutcome], None] | None
         start = time.perf_counter()
         status = "skipped"
         if not (folder / "transforms.json").is_file():
-            write_scene(build_planned(spec, cfg.n_views, cfg.size), folder)
+            write_scene(build_planned(spec, cfg.n_views, cfg.size, cfg.backdrop), folder)
             status = "written"
         outcome = SceneOutcome(spec, folder, status, time.perf_counter() - start)
         outcomes.append(outcome)

@@ -49,6 +49,16 @@ def test_synth_objects_writes_one_complete_folder_per_scene_and_skips_on_rerun(t
     assert _digests(again) == _digests(out)  # same command, same bytes
 
 
+def test_synth_objects_on_a_textured_backdrop(tmp_path):
+    out = tmp_path / "objs"
+    args = ["synth", "--kind", "objects", "--scenes", "1", "--views", "2", "--size", "16", "--backdrop", "textured"]
+    assert _run([*args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "obj_0000_sphere").iterdir()) == ["depth", "images", "labels", "transforms.json"]
+    doc = json.loads((out / "obj_0000_sphere" / "transforms.json").read_text())
+    assert doc["perfdata"]["capture"] == "object" and doc["perfdata"]["background"] is None
+    assert all("mask_path" not in fr for fr in doc["frames"])
+
+
 def test_synth_rooms_and_bad_options(tmp_path, capsys):
     out = tmp_path / "rooms"
     assert _run(["synth", "--kind", "rooms", "--scenes", "1", "--views", "2", "--size", "16", "--out", str(out)]) == 0
@@ -56,6 +66,9 @@ def test_synth_rooms_and_bad_options(tmp_path, capsys):
     assert doc["perfdata"]["kind"] == "room" and doc["perfdata"]["background"] is None
     assert _run(["synth", "--kind", "castles", "--out", str(tmp_path / "x")]) != 0
     assert _run(["synth", "--kind", "rooms", "--views", "0", "--out", str(tmp_path / "x")]) != 0
+    assert not (tmp_path / "x").exists()
+    assert _run(["synth", "--kind", "rooms", "--backdrop", "textured", "--out", str(tmp_path / "x")]) == 2
+    assert "--backdrop textured is for object scenes" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     (tmp_path / "file").write_text("not a folder")
     assert _run(["synth", "--kind", "rooms", "--scenes", "1", "--out", str(tmp_path / "file")]) == 2
@@ -81,7 +94,7 @@ def test_demo_cli_runs_the_pipeline_and_a_rerun_skips_finished_work(tmp_path, ca
 
 
 def test_run_demo_takes_a_custom_step_list(tmp_path):
-    from perfdata.demo import DemoConfig, default_steps, run_demo
+    from perfdata.pipelines.demo import DemoConfig, default_steps, run_demo
 
     steps = ["synth objects", "contact sheet", "report"]
     chosen = [(name, step) for name, step in default_steps() if name in steps]

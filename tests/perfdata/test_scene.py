@@ -10,7 +10,7 @@ import pytest
 from perfdata import camera, scene
 from perfdata.errors import FormatVersionError, InputError
 from perfdata.grid import SparseGrid
-from perfdata.scene import Frame, Scene
+from perfdata.scene import Frame, Prescaled, Scene
 
 W, H = 16, 12
 
@@ -92,6 +92,27 @@ def test_downscaled_is_lazy_and_scales_K():
     labels = small.load_labels()
     np.testing.assert_array_equal(labels, s.frames[0].load_labels()[1::2, 1::2])  # nearest pixel centre
     assert labels.dtype == np.int32
+
+
+def test_downscaled_starts_from_a_prescaled_copy():
+    """A stored 1/4 copy (LLFF's images_4/) is read as it is for factor 4, with its real size for K; factor 8
+    halves it; factor 2 (no copy at or below it) resamples the full image."""
+    s = _tiny_scene(1)
+    full = s.frames[0]
+    quarter = np.full((3, 4, 3), 0.25, np.float32)  # a 16x12 frame's 1/4 copy, 4x3
+    f = dataclasses.replace(full, prescaled=(Prescaled(4, 4, 3, quarter),))
+    q = f.downscaled(4)
+    assert (q.width, q.height) == (4, 3) and q.prescaled == ()
+    np.testing.assert_allclose(q.K, camera.scale_intrinsics(full.K, 0.25))
+    np.testing.assert_array_equal(q.load_image(), quarter)
+    e = f.downscaled(8)
+    assert (e.width, e.height) == (2, 2) and np.allclose(e.load_image(), 0.25)  # round(12 / 8) = 2 rows
+    np.testing.assert_allclose(f.downscaled(2).load_image(), full.downscaled(2).load_image())
+    odd = dataclasses.replace(full, prescaled=(Prescaled(4, 5, 3, np.zeros((3, 5, 3), np.float32)),))
+    assert odd.downscaled(4).width == 5  # the copy's real size wins over round(16 / 4)
+    bad = dataclasses.replace(full, prescaled=(Prescaled(4, 4, 3, np.zeros((2, 4, 3), np.float32)),))
+    with pytest.raises(InputError, match=r"image is 4x2, expected 4x3 \(1/4 of the full size\)"):
+        bad.downscaled(4).load_image()
 
 
 def test_grid_world_round_trip_and_summary():

@@ -1,40 +1,44 @@
-"""Markers and `perfdata status`."""
+"""`perfdata status`: done / failed / pending (planned, killed) with attempts, seconds, device, psnr, error."""
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from perfdata.cli import cli
-from perfdata.status import mark_done, mark_failed, scan, write_plan
+from perfdata.errors import FitError
+from perfdata.markers import Markers
+from perfdata.runner import StageJob, run_stage
+from perfdata.status import output_status
 
 
-def test_scan_reports_done_failed_pending(tmp_path: Path) -> None:
-    write_plan(tmp_path, "fit", ["a", "b", "c", "d"])
-    mark_done(tmp_path / "a")
-    mark_failed(tmp_path / "b", "NaN in training at step 12")
-    (tmp_path / "c").mkdir()  # interrupted: folder without a marker
-    (tmp_path / "c" / "fit.json").write_text('{"status": "failed", "error": "too few frames"}')
-    states = {s.item: (s.state, s.error) for s in scan(tmp_path)}
-    assert states == {
-        "a": ("done", None),
-        "b": ("failed", "NaN in training at step 12"),
-        "c": ("failed", "too few frames"),
-        "d": ("pending", None),
-    }
-    mark_done(tmp_path / "b")  # a successful rerun clears the failure
-    assert {s.item: s.state for s in scan(tmp_path)}["b"] == "done"
+def work(out: str, item: str) -> dict:
+    if item == "bad":
+        raise FitError(f"scene {item}: too few frames")
+    (Path(out) / item).mkdir(parents=True, exist_ok=True)
+    return {"device": "cpu", "metrics": {"psnr": 21.0}}
 
 
-def test_plan_merges_and_cli_exit_code(tmp_path: Path) -> None:
-    write_plan(tmp_path, "fit", ["a"])
-    write_plan(tmp_path, "fit", ["b", "a"])
-    mark_done(tmp_path / "a")
+def test_status_after_a_run_with_a_failure_and_a_killed_item(tmp_path: Path) -> None:
+    stage = StageJob(Markers.in_folder(tmp_path, "fit"), functools.partial(work, str(tmp_path)))
+    run_stage(stage, ["a", "bad"])
+    stage.markers.add_to_plan(["c", "d"])  # planned by a run that was killed ...
+    stage.markers.start("c")  # ... while c was running
+    (status,) = output_status(tmp_path)
+    assert status.stage == "fit" and status.summary() == "1 done, 1 failed, 2 pending"
+    rec = {r.item: r for r in status.records}
+    assert (rec["a"].state, rec["a"].psnr, rec["a"].device, rec["a"].attempts) == ("done", 21.0, "cpu", 1)
+    assert rec["c"].attempts == 1 and rec["d"].attempts == 0
     result = CliRunner().invoke(cli, ["status", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    assert "1 done, 0 failed, 1 pending" in result.output
-    mark_failed(tmp_path / "b", "boom")
-    result = CliRunner().invoke(cli, ["status", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "boom" in result.output
+    assert result.exit_code == 1, result.output
+    assert "[fit]: 1 done, 1 failed, 2 pending" in result.output and "too few frames" in result.output
+    doc = json.loads(CliRunner().invoke(cli, ["status", "--json", str(tmp_path)]).output)
+    assert doc[0]["items"][0]["facts"]["metrics"]["psnr"] == 21.0
+
+
+def test_status_of_nothing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["status", str(tmp_path / "missing")])
+    assert result.exit_code != 0

@@ -297,3 +297,40 @@ def test_failed_write_leaves_nothing_behind(tmp_path, torus_scene):
     with pytest.raises(OSError, match="disk full"):
         write_scene(dataclasses.replace(torus_scene, frames=tuple(frames)), tmp_path / "scene")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_textured_backdrop_surrounds_the_same_object_with_exact_depth_and_no_masks(tmp_path):
+    plain = make_object_scene(11, n_views=4, size=SIZE, shape="cone")
+    textured = make_object_scene(11, n_views=4, size=SIZE, shape="cone", config=ObjectSceneConfig(backdrop="textured"))
+    assert textured.background is None and not textured.has_masks and textured.has_depth
+    assert textured.meta["capture"] == "object" and textured.meta["backdrop"] == "textured"
+    np.testing.assert_array_equal(textured.world_from_grid, plain.world_from_grid)  # the cube: object and stage
+    surroundings = []
+    for a, b in zip(plain.frames, textured.frames, strict=True):
+        np.testing.assert_array_equal(a.c2w, b.c2w)
+        mask, hit, depth = a.load_mask(), a.load_depth() > 0, b.load_depth()
+        np.testing.assert_array_equal(b.load_image()[mask], a.load_image()[mask])  # same object, light, camera
+        np.testing.assert_array_equal(depth[hit], a.load_depth()[hit])  # the ground plane continues
+        assert (depth > 0).all() and (b.load_labels()[~hit] == 0).all()  # every ray hits the backdrop
+        pts, flat = camera.backproject(np.where(hit, 0.0, depth), b.K, b.c2w)  # where the plain scene saw nothing
+        r = np.linalg.norm(pts, axis=1)
+        on_dome, on_ground = np.isclose(r, 5.0, atol=1e-6), np.isclose(pts[:, 2], 0.0, atol=1e-6) & (r <= 5 + 1e-6)
+        assert np.all(on_dome | on_ground)
+        surroundings.append(b.load_image().reshape(-1, 3)[flat])
+    colours = np.concatenate(surroundings)
+    assert len(colours) > 0.2 * 4 * SIZE * SIZE and colours.std(axis=0).min() > 0.04  # textured, not one colour
+    folder = write_scene(textured, tmp_path / "obj_cone")
+    assert not (folder / "masks").exists()
+    doc = json.loads((folder / "transforms.json").read_text())
+    assert all("mask_path" not in fr for fr in doc["frames"])
+    assert doc["perfdata"]["backdrop"] == "textured" and doc["perfdata"]["background"] is None
+    loaded = get_reader("synthetic").load_scene(folder, "obj_cone")
+    assert not loaded.has_masks and loaded.background is None and loaded.meta["capture"] == "object"
+    np.testing.assert_array_equal(loaded.frames[2].load_depth(), textured.frames[2].load_depth())
+
+
+def test_backdrop_option_is_checked():
+    with pytest.raises(ConfigError, match="unknown backdrop 'walls'"):
+        make_object_scene(0, 1, 4, config=ObjectSceneConfig(backdrop="walls"))
+    with pytest.raises(ConfigError, match="--backdrop textured is for object scenes"):
+        plan_scenes(SynthConfig("rooms", Path("x"), backdrop="textured"))

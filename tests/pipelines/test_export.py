@@ -13,6 +13,7 @@ from perfdata.pipelines.export import ExportConfig, export_fits
 from plyfile import PlyData
 
 from perfdata.cli import main
+from perfdata.records.fit import FitRecord, write_fit
 from perfdata.store import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perfdata" / "store"))
@@ -26,8 +27,8 @@ def fits(tmp_path):
         folder = root / sid
         folder.mkdir(parents=True)
         shell_grid(24 + 4 * i, seed=i, labels=(i == 0)).save(folder / "grid.npz")
-        (folder / "fit.json").write_text(json.dumps({"scene_id": sid, "class_name": cls, "source": f"synthetic:{sid}",
-                                                     "metrics": {"psnr": 30.0 + i, "ssim": 0.9}}))
+        write_fit(folder, FitRecord(scene_id=sid, method="plenoxel", class_name=cls, source=f"synthetic:{sid}",
+                                    metrics={"psnr": 30.0 + i, "ssim": 0.9}))
         if sid == "chair_1":
             cams = [{"K": np.eye(3).tolist(), "c2w": np.eye(4).tolist(), "width": 8, "height": 6}]
             (folder / "cameras.json").write_text(json.dumps(cams))
@@ -38,7 +39,7 @@ def fits(tmp_path):
 
 def test_export_is_parallel_idempotent_and_skips_unfinished(fits, tmp_path):
     out = str(tmp_path / "d.zarr")
-    res = export_fits(fits, out, ExportConfig(workers=2, dataset="toy"))
+    res = export_fits(fits, out, ExportConfig(dataset="toy"))
     assert [(s.scene_id, s.status) for s in res.scenes] == [
         ("cup_3", "not-done"), ("chair_1", "written"), ("cup_2", "written")]
     assert res.root.scenes == ("chair_1", "cup_2") and res.root.classes == ("chair", "cup")

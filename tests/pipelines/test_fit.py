@@ -10,6 +10,8 @@ from perfdata.pipelines.fitconfig import FitConfig
 from perfdata import camera
 from perfdata.errors import ConfigError, FitError
 from perfdata.grid import SparseGrid
+from perfdata.records.fit import read_fit
+from perfdata.runner import RunConfig
 from perfdata.scene import Frame, Scene, similarity
 
 RADIUS = 0.5
@@ -76,21 +78,26 @@ def test_fit_scenes_writes_skips_and_records_failures(tmp_path: Path) -> None:
     cfg = FitConfig(**{**FAST, "steps": 20})  # type: ignore[arg-type]
     outcomes = fit_scenes("synthetic", tmp_path, None, tmp_path / "fits", cfg, scenes=[few, nan, good])
     assert [o.status for o in outcomes] == ["failed", "failed", "done"]
-    assert "training frames" in (outcomes[0].error or "") and "FitError" in (outcomes[0].error or "")
+    assert "training frames" in (outcomes[0].error or "")
     assert "non-finite" in (outcomes[1].error or "")
-    for name in ("few", "nan"):
-        rec = json.loads((tmp_path / "fits" / name / "fit.json").read_text())
-        assert rec["status"] == "failed" and not (tmp_path / "fits" / name / "DONE").exists()
-    rec = json.loads((tmp_path / "fits" / "good" / "fit.json").read_text())
-    assert rec["status"] == "done" and rec["method"] == "plenoxel" and rec["seed"] == 0
-    assert rec["n_voxels"] > 0 and "psnr" in rec["metrics"] and "depth_abs_rel" in rec["metrics"]
-    assert {"torch", "perfdata"} <= set(rec["versions"]) and rec["device"] == "cpu"
-    assert SparseGrid.load(tmp_path / "fits" / "good" / "grid.npz").n_voxels == rec["n_voxels"]
-    assert (tmp_path / "fits" / "good" / "DONE").is_file()
-    assert not [p for p in (tmp_path / "fits").iterdir() if p.name.startswith(".")]
+    for name in ("few", "nan"):  # the one failure record: the runner's FAILED.json, nothing else
+        assert sorted(p.name for p in (tmp_path / "fits" / name).iterdir()) == ["FAILED.json"]
+        rec = json.loads((tmp_path / "fits" / name / "FAILED.json").read_text())
+        assert rec["state"] == "failed" and rec["attempts"] == 1 and rec["stage"] == "fit"
+    rec = read_fit(tmp_path / "fits" / "good")
+    assert rec.method == "plenoxel" and rec.seed == 0 and rec.format_version == 1
+    assert rec.n_voxels > 0 and "psnr" in rec.metrics and "depth_abs_rel" in rec.metrics
+    assert {"torch", "perfdata"} <= set(rec.versions) and rec.device == "cpu"
+    assert SparseGrid.load(tmp_path / "fits" / "good" / "grid.npz").n_voxels == rec.n_voxels
+    done = json.loads((tmp_path / "fits" / "good" / "DONE").read_text())
+    assert done["facts"]["metrics"]["psnr"] == rec.metrics["psnr"] and done["device"] == "cpu"
+    assert not [p for p in (tmp_path / "fits").iterdir() if p.name.startswith(".") and p.name != ".perfdata"]
     again = fit_scenes("synthetic", tmp_path, None, tmp_path / "fits", cfg, scenes=[few, good])
-    assert [o.status for o in again] == ["failed", "skipped"]
-    assert again[1].metrics["psnr"] == rec["metrics"]["psnr"]
+    assert [o.status for o in again] == ["held", "skipped"]  # a failure is rerun only with --retry-failed
+    assert again[1].metrics["psnr"] == rec.metrics["psnr"]
+    retried = fit_scenes("synthetic", tmp_path, None, tmp_path / "fits", cfg, RunConfig(retry_failed=True),
+                         scenes=[few, good])
+    assert [o.status for o in retried] == ["failed", "skipped"] and retried[0].attempts == 2
 
 
 def test_black_images_and_unknown_method() -> None:
@@ -119,8 +126,8 @@ def test_cli_fit_config_file(tmp_path: Path) -> None:
             "--holdout-every", "5"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
-    rec = json.loads((tmp_path / "fits" / "sphere" / "fit.json").read_text())
-    assert rec["config"]["batch_rays"] == 512 and rec["steps"] == 5 and rec["resolution"] == [16, 16, 16]
+    rec = read_fit(tmp_path / "fits" / "sphere")
+    assert rec.config["batch_rays"] == 512 and rec.steps == 5 and rec.resolution == (16, 16, 16)
 
 
 @pytest.mark.gpu
@@ -144,21 +151,23 @@ def _write_synthetic_root(root: Path, n: int) -> list[str]:
 
 def test_fit_scenes_on_a_dask_cluster_with_shards_and_a_broken_scene(tmp_path: Path) -> None:
     """A real LocalCluster fits the scenes of one shard; a scene whose capture is broken fails alone; fit.json
-    records what the render stage needs (class, training cameras); plan.json lists the shard's scenes."""
+    records what the render stage needs (class, training cameras); the plan lists every scene planned."""
     from perfdata.executor import ExecutorConfig
-    from perfdata.status import scan
+    from perfdata.status import output_status
 
     classes = _write_synthetic_root(tmp_path / "data", 3)
     (tmp_path / "data" / "obj2" / "transforms.json").write_text("{ not json")
     cfg = FitConfig(resolution=(16,), steps=5, batch_rays=256, device="cpu", holdout_every=4)
     out = tmp_path / "fits"
-    # shard 0/1 is everything; shard 1/2 of [obj0, obj1, obj2] is [obj1]
-    assert [o.scene_id for o in fit_scenes("synthetic", tmp_path / "data", None, out, cfg, shard=(1, 2))] == ["obj1"]
-    outcomes = fit_scenes("synthetic", tmp_path / "data", None, out, cfg, executor=ExecutorConfig("dask", 2))
-    assert [(o.scene_id, o.status) for o in outcomes] == [("obj0", "done"), ("obj1", "skipped"), ("obj2", "failed")]
+    # shard 1/2 of [obj0, obj1, obj2] is [obj1]
+    first = fit_scenes("synthetic", tmp_path / "data", None, out, cfg, RunConfig(shard=(1, 2)))
+    assert [o.item for o in first] == ["obj1"]
+    outcomes = fit_scenes("synthetic", tmp_path / "data", None, out, cfg, RunConfig(ExecutorConfig("dask", 2)))
+    assert [(o.item, o.status) for o in outcomes] == [("obj0", "done"), ("obj1", "skipped"), ("obj2", "failed")]
     assert "transforms.json" in (outcomes[2].error or "")
-    record = json.loads((out / "obj0" / "fit.json").read_text())
-    assert record["class_name"] == classes[0]
-    assert len(record["cameras"]) == 6  # 8 views, every 4th held out and np.asarray(record["cameras"][0]["c2w"]).shape == (4, 4)
-    states = {s.item: s.state for s in scan(out)}
-    assert states == {"obj0": "done", "obj1": "done", "obj2": "failed"}
+    record = read_fit(out / "obj0")
+    assert record.class_name == classes[0]
+    assert len(record.cameras) == 6 and np.asarray(record.cameras[0]["c2w"]).shape == (4, 4)  # 8 views, 1/4 held out
+    (stage,) = output_status(out)
+    assert {r.item: r.state for r in stage.records} == {"obj0": "done", "obj1": "done", "obj2": "failed"}
+    assert {r.item: r.device for r in stage.records if r.state == "done"} == {"obj0": "cpu", "obj1": "cpu"}

@@ -99,7 +99,7 @@ def test_rerun_is_byte_identical(tmp_path: Path) -> None:
     renders = make_renders(tmp_path / "renders", n_scenes=3, n_views=3)
     cfg = PackConfig(maxsize=4000, val_fraction=0.0)
     a = pack_renders(renders, tmp_path / "a", cfg)
-    first = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    first = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir() if not p.name.startswith(".")}
     b = pack_renders(renders, tmp_path / "b", cfg)
     pack_renders(renders, tmp_path / "a", cfg)  # over its own output
     assert len(a.shards) >= 3 and a.shards == b.shards
@@ -118,9 +118,10 @@ def test_incomplete_scene_left_out_and_bad_input(tmp_path: Path) -> None:
     assert res.incomplete == ("scene.01",) and res.n_samples == {"train": 4, "val": 0}
 
     (renders / "scene.02" / "00001.mask.png").unlink()
-    with pytest.raises(InputError, match=r"00001\.mask\.png"):
-        pack_renders(renders, tmp_path / "s2", PackConfig(maxcount=1, val_fraction=0.0))
-    assert not list((tmp_path / "s2").glob("*"))  # nothing partial left
+    res = pack_renders(renders, tmp_path / "s2", PackConfig(maxcount=1, val_fraction=0.0))
+    assert [(o.item, o.status) for o in res.outcomes] == [("train", "failed"), ("val", "done")]
+    assert "00001.mask.png" in (res.outcomes[0].error or "") and res.index_path is None
+    assert sorted(p.name for p in (tmp_path / "s2").iterdir()) == [".perfdata"]  # no shard, partial or whole
 
     meta = json.loads((renders / "scene.00" / "cameras.json").read_text())
     write_json(renders / "scene.00" / "cameras.json", {**meta, "format_version": 99})

@@ -15,9 +15,9 @@ from perfdata.pipelines.render import RenderConfig, render_store
 from perfdata.pipelines.render_source import MemorySource
 
 from perfdata import camera, images
-from perfdata.atomic import write_json
 from perfdata.errors import ConfigError, InputError
 from perfdata.grid import SparseGrid
+from perfdata.records.fit import FitRecord, write_fit
 from perfdata.scene import similarity
 from perfdata.shards import verify_shards
 
@@ -102,8 +102,9 @@ def test_training_views_match_truth(tmp_path: Path) -> None:
     fits = tmp_path / "fits"
     make_grid().save(fits / "s0" / "grid.npz")
     cams = [c.to_json("x") for c in training_cameras()]
-    write_json(fits / "s0" / "fit.json", {"class_name": "ball", "metrics": {"psnr": 31.0},
-                                          "cameras": cams, "label_names": LABEL_NAMES})
+    write_fit(fits / "s0", FitRecord(scene_id="s0", method="plenoxel", class_name="ball", metrics={"psnr": 31.0},
+                                      cameras=tuple(cams), label_names=tuple(LABEL_NAMES)))
+    (fits / "s0" / "DONE").write_text("")
     cfg = RenderConfig(poses="train", n_views=4, size=40, device="cpu", depth_format="both")
     res = render_store(fits, tmp_path / "r", cfg)
     assert res.rendered == ("s0",) and res.n_views == 4
@@ -147,14 +148,14 @@ def test_rerun_keeps_done_redoes_others_and_shards_match_pack(tmp_path: Path) ->
     for v in meta["views"]:
         assert camera.is_valid_pose(np.array(v["c2w"])) and max(v["width"], v["height"]) == 16
     s0_mtime = (out / "s0" / "00001.rgb.png").stat().st_mtime_ns
-    s1_bytes = {p.name: p.read_bytes() for p in (out / "s1").iterdir()}
+    s1_bytes = {p.name: p.read_bytes() for p in (out / "s1").iterdir() if p.name != "DONE"}
     (out / "s1" / "DONE").unlink()  # as if a run died there
     (out / ".s1.killed.tmp").mkdir()  # the temporary folder of a killed run
     second = render_store(source, out, cfg)
     assert second.kept == ("s0", "s2") and second.rendered == ("s1",)
     assert not (out / ".s1.killed.tmp").exists()
     assert (out / "s0" / "00001.rgb.png").stat().st_mtime_ns == s0_mtime  # kept, not rewritten
-    assert {p.name: p.read_bytes() for p in (out / "s1").iterdir()} == s1_bytes  # redone, same bytes
+    assert {p.name: p.read_bytes() for p in (out / "s1").iterdir() if p.name != "DONE"} == s1_bytes  # same bytes
     pack_cfg = PackConfig(maxcount=4, val_fraction=0.34, seed=1)
     pack_renders(out, tmp_path / "packed", pack_cfg)
     direct = render_store(source, tmp_path / "direct", RenderConfig(
@@ -231,4 +232,7 @@ def test_failed_scene_does_not_stop_others(tmp_path: Path) -> None:
     res = render_store(Broken(good.grids, good.attrs), tmp_path / "r",
                        RenderConfig(n_views=1, size=8, poses="orbit", device="cpu"))
     assert res.rendered == ("s0", "s2") and res.failed == (("s1", "store/s1: array 'sh' is missing"),)
-    assert not (tmp_path / "r" / "s1").exists() and not list((tmp_path / "r").glob(".s1*"))
+    assert sorted(p.name for p in (tmp_path / "r" / "s1").iterdir()) == ["FAILED.json"]  # no partial views
+    assert not list((tmp_path / "r").glob(".s1*"))
+    failure = json.loads((tmp_path / "r" / "s1" / "FAILED.json").read_text())
+    assert failure["error"] == "store/s1: array 'sh' is missing" and failure["attempts"] == 1

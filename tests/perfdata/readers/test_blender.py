@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfdata import camera, images
+from perfdata import camera, distortion, images
 from perfdata.errors import FormatVersionError, InputError
 from perfdata.readers import blender, load_scenes
 from perfdata.scene import normalisation_from_bounds
@@ -136,14 +136,14 @@ def _pattern(xy: np.ndarray) -> np.ndarray:
     return np.stack([0.5 + 0.4 * np.sin(9 * x), 0.5 + 0.4 * np.cos(8 * y), 0.5 + 0.4 * np.sin(6 * x + 7 * y)], -1)
 
 
-def _newton_undistort(xy_d: np.ndarray, d: blender.Distortion) -> np.ndarray:
+def _newton_undistort(xy_d: np.ndarray, d: distortion.Distortion) -> np.ndarray:
     """An independent inverse of the distortion (Newton's method with a numerical Jacobian)."""
     xy = xy_d.copy()
     eps = 1e-7
     for _ in range(20):
-        r = blender.distort(xy, d) - xy_d
-        jx = (blender.distort(xy + [eps, 0], d) - blender.distort(xy, d)) / eps
-        jy = (blender.distort(xy + [0, eps], d) - blender.distort(xy, d)) / eps
+        r = distortion.distort(xy, d) - xy_d
+        jx = (distortion.distort(xy + [eps, 0], d) - distortion.distort(xy, d)) / eps
+        jy = (distortion.distort(xy + [0, eps], d) - distortion.distort(xy, d)) / eps
         J = np.stack([jx, jy], axis=-1)  # (n, 2 outputs, 2 inputs)
         xy = xy - np.linalg.solve(J, r[..., None])[..., 0]
     return xy
@@ -151,7 +151,7 @@ def _newton_undistort(xy_d: np.ndarray, d: blender.Distortion) -> np.ndarray:
 
 def test_instant_ngp_distortion_is_removed(tmp_path):
     w, h, fx, fy, cx, cy = 64, 48, 50.0, 52.0, 33.0, 23.5
-    d = blender.Distortion(k1=-0.25, k2=0.06, p1=0.01, p2=-0.008)
+    d = distortion.Distortion(k1=-0.25, k2=0.06, p1=0.01, p2=-0.008)
     uv = camera.pixel_grid(w, h)
     xy_d = np.stack([(uv[:, 0] - cx) / fx, (uv[:, 1] - cy) / fy], -1)
     distorted = _pattern(_newton_undistort(xy_d, d)).reshape(h, w, 3)
@@ -171,9 +171,9 @@ def test_instant_ngp_distortion_is_removed(tmp_path):
 
 
 def test_undistort_inverts_distort():
-    d = blender.Distortion(k1=-0.2, k2=0.05, k3=0.01, p1=0.003, p2=-0.004)
+    d = distortion.Distortion(k1=-0.2, k2=0.05, k3=0.01, p1=0.003, p2=-0.004)
     xy = np.random.default_rng(0).uniform(-0.6, 0.6, (200, 2))
-    np.testing.assert_allclose(blender.undistort(blender.distort(xy, d), d), xy, atol=1e-9)
+    np.testing.assert_allclose(distortion.undistort(distortion.distort(xy, d), d), xy, atol=1e-9)
 
 
 def test_unknown_perfdata_version(tmp_path):

@@ -136,8 +136,9 @@ def _synth_step(kind: str) -> DemoStep:
 def download_step(ctx: DemoContext) -> None:
     """Index the mirror, serve it on loopback and download it: the scenes used from here on are the downloaded
     copies, verified by sha256."""
-    from perfdata.download import index_directory, serve_directory
     from perfdata.pipelines.download import DownloadConfig, download
+
+    from perfdata.download import index_directory, serve_directory
 
     mirror = ctx.path("mirror")
     index_directory(mirror, dataset="synthetic")
@@ -175,13 +176,13 @@ def fit_step(ctx: DemoContext) -> None:
     if ctx.cfg.fit_steps is not None:
         cfg = dataclasses.replace(cfg, steps=ctx.cfg.fit_steps)
     for outcome in fit_scenes("synthetic", ctx.path("downloads", MIRROR_CHUNK), None, ctx.path("fits"), cfg):
-        row = ctx.row(outcome.scene_id)
+        row = ctx.row(outcome.item)
         row["fit"] = outcome.status if outcome.status != "skipped" else "done"
         for key in ("psnr", "ssim", "depth_abs_rel"):
             if key in outcome.metrics:
                 row[key] = round(float(outcome.metrics[key]), 3)
         if outcome.error:
-            ctx.notes.append(f"fit {outcome.scene_id} failed: {outcome.error}")
+            ctx.notes.append(f"fit {outcome.item} {outcome.status}: {outcome.error}")
 
 
 def export_step(ctx: DemoContext) -> None:
@@ -198,13 +199,17 @@ def label_step(ctx: DemoContext) -> None:
     """3D labels for every stored scene, fused from the downloaded 2D label maps through depth (scenes that
     already have labels keep them)."""
     from perfdata.pipelines.labels import LabelConfig, label_scenes
+
     from perfdata.store import open_store
 
-    store = open_store(str(ctx.path("dataset.zarr")))
-    todo = [sid for sid in store.scene_ids if "labels_source" not in store.scene_attrs(sid).extra]
-    rows = label_scenes(store, todo, LabelConfig(), reader="synthetic", data=str(ctx.path("downloads", MIRROR_CHUNK)))
-    for scene_id, n_voxels, n_labelled, _ in rows:
-        ctx.row(scene_id)["labelled"] = f"{n_labelled / max(n_voxels, 1):.0%}"
+    url = str(ctx.path("dataset.zarr"))
+    outcomes = label_scenes(url, open_store(url).scene_ids, LabelConfig(), reader="synthetic",
+                            data=str(ctx.path("downloads", MIRROR_CHUNK)))
+    for o in outcomes:
+        if o.status in ("done", "skipped") and o.facts.get("n_voxels"):
+            ctx.row(o.item)["labelled"] = f"{o.facts['n_labelled'] / max(o.facts['n_voxels'], 1):.0%}"
+        elif o.error:
+            ctx.notes.append(f"label {o.item} {o.status}: {o.error}")
 
 
 def render_step(ctx: DemoContext) -> None:

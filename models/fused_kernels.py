@@ -195,6 +195,31 @@ def load3(a: wp.array2d(dtype=wp.float32), i: int) -> wp.vec3:
 
 
 @wp.func
+def first_index(g: Grid, span: wp.vec3) -> float:
+    """Sample index to start from: one step before the occupied box (as `plenoxel.march`)."""
+    return wp.max(wp.floor((span[1] - span[0]) / g.step - 1.0), 0.0)
+
+
+@wp.func
+def next_occupied(g: Grid, o: wp.vec3, d: wp.vec3, span: wp.vec3, off: float, k: float) -> float:
+    """Index of the first sample from index k on inside [t_near, t_far) and in an occupied cell; -1 if none.
+    A sample in an empty coarse block skips the next jump - 1 samples too."""
+    kk = k
+    while True:
+        t = span[0] + (kk + off) * g.step
+        if t >= span[2]:
+            return -1.0
+        if t >= span[1]:
+            state = cell_state(g, o + t * d)[3]
+            if state == 2:
+                return kk
+            if state == 0:
+                kk += float(g.jump - 1)
+        kk += 1.0
+    return -1.0
+
+
+@wp.func
 def mark_rows(g: Grid, base: int, flags: wp.array(dtype=wp.uint8)):
     for c in range(8):
         row = corner_row(g, base, c)
@@ -225,22 +250,16 @@ def render_forward(
     n_colour = int(0)
     if span[2] > span[1]:
         b = sh_basis(d)
-        k = wp.max(wp.floor((span[1] - span[0]) / g.step - 1.0), 0.0)
+        k = first_index(g, span)
         excl = float(0.0)
         while True:
+            k = next_occupied(g, o, d, span, offsets[ray], k)
+            if k < 0.0:
+                break
             t = span[0] + (k + offsets[ray]) * g.step
             k += 1.0
-            if t >= span[2]:
-                break
-            if t < span[1]:
-                continue
             p = o + t * d
             cs = cell_state(g, p)
-            if cs[3] == 0:
-                k += float(g.jump - 1)
-                continue
-            if cs[3] == 1:
-                continue
             n_samples += 1
             f = cell_frac(g, p, cs)
             base = padded_base(g, cs)
@@ -249,10 +268,8 @@ def render_forward(
                 continue
             if mark != 0:
                 mark_rows(g, base, flags_d)
-            tau = sigma * g.step
-            trans = wp.exp(-excl)
-            w = trans * (1.0 - wp.exp(-tau))
-            excl += tau
+            w = (1.0 - wp.exp(-sigma * g.step)) * wp.exp(-excl)
+            excl += sigma * g.step
             opacity += w
             depth += w * t
             if w > g.weight_thresh:
@@ -297,6 +314,18 @@ def scatter_colour(
                 wp.atomic_add(grad_sh, local, 18 + k, wb * gr[2])
 
 
+@wp.func
+def scatter_density(
+    g: Grid, base: int, f: wp.vec3, g_sigma: float, map_d: wp.array(dtype=wp.int32),
+    grad_density: wp.array(dtype=wp.float32),
+):
+    """Gradient g_sigma of the trilinear density -> its 8 corners (compact rows)."""
+    for c in range(8):
+        row = corner_row(g, base, c)
+        if row >= 0:
+            wp.atomic_add(grad_density, map_d[row], corner_weight(c, f) * g_sigma)
+
+
 @wp.kernel
 def render_backward(
     g: Grid, origins: wp.array2d(dtype=wp.float32), dirs: wp.array2d(dtype=wp.float32),
@@ -320,43 +349,31 @@ def render_backward(
     g_opac = grad_out[ray, 4]
     total = wp.dot(g_rgb, load3(out, ray)) + g_depth * out[ray, 3] + g_opac * out[ray, 4]
     b = sh_basis(d)
-    k = wp.max(wp.floor((span[1] - span[0]) / g.step - 1.0), 0.0)
+    k = first_index(g, span)
     excl = float(0.0)
     prefix = float(0.0)
     while True:
+        k = next_occupied(g, o, d, span, offsets[ray], k)
+        if k < 0.0:
+            break
         t = span[0] + (k + offsets[ray]) * g.step
         k += 1.0
-        if t >= span[2]:
-            break
-        if t < span[1]:
-            continue
         p = o + t * d
         cs = cell_state(g, p)
-        if cs[3] == 0:
-            k += float(g.jump - 1)
-            continue
-        if cs[3] == 1:
-            continue
         f = cell_frac(g, p, cs)
         base = padded_base(g, cs)
         sigma = sample_sigma(g, base, f)
         if sigma <= 0.0:
             continue
-        tau = sigma * g.step
-        trans = wp.exp(-excl)
-        w = trans * (1.0 - wp.exp(-tau))
-        excl += tau
+        w = (1.0 - wp.exp(-sigma * g.step)) * wp.exp(-excl)
+        excl += sigma * g.step
         value = g_depth * t + g_opac
         if w > g.weight_thresh:
             raw = sample_colour_raw(g, base, f, b)
             value += wp.dot(g_rgb, clamp01(raw))
             scatter_colour(g, base, f, b, raw, w * g_rgb, map_s, grad_sh)
         prefix += w * value
-        g_sigma = (wp.exp(-excl) * value - (total - prefix)) * g.step
-        for c in range(8):
-            row = corner_row(g, base, c)
-            if row >= 0:
-                wp.atomic_add(grad_density, map_d[row], corner_weight(c, f) * g_sigma)
+        scatter_density(g, base, f, (wp.exp(-excl) * value - (total - prefix)) * g.step, map_d, grad_density)
         if wp.exp(-excl) < g.stop_thresh:
             break
 

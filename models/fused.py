@@ -35,6 +35,10 @@ STOP_THRESH = 1e-7
 """A ray stops once its transmittance falls below this (what is behind changes any output by less)."""
 
 
+BACKWARD_BUFFER_BYTES = 32 << 20
+"""Largest SH gradient buffer per CPU worker thread of the backward (beyond it the backward runs on one)."""
+
+
 def _warp_device(device: torch.device) -> str:
     return "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
 
@@ -198,14 +202,19 @@ def backward(
     maps (map_d, map_s) (n_voxels,) each, with n_rows (m_d, m_s)."""
     from perfdata.models import fused_kernels as fk
 
-    n_workers = _n_workers(launch)
+    # CPU atomics in Warp are plain adds: each worker thread gets its own gradient buffers, summed after, unless
+    # they would be large (a barely trained grid, where colour samples touch most rows): then one worker
+    n_workers = _n_workers(launch) if n_rows[1] * 27 * 4 <= BACKWARD_BUFFER_BYTES else 1
     dev = launch.device
     grad_d = torch.zeros((n_workers, max(n_rows[0], 1)), dtype=torch.float32, device=dev)
     grad_s = torch.zeros((n_workers, max(n_rows[1], 1), 27), dtype=torch.float32, device=dev)
     fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(maps[0]), _wp(maps[1])]
     per_worker = [fixed + [_wp(grad_d[j]), _wp(grad_s[j])] for j in range(n_workers)]
     _run(launch, fk.render_backward, per_worker)
-    return grad_d.sum(0)[: n_rows[0]], grad_s.sum(0)[: n_rows[1]]
+    for j in range(1, n_workers):
+        grad_d[0] += grad_d[j]
+        grad_s[0] += grad_s[j]
+    return grad_d[0, : n_rows[0]], grad_s[0, : n_rows[1]]
 
 
 class _FusedRender(torch.autograd.Function):

@@ -193,3 +193,17 @@ def test_fused_tv_equals_torch_tv() -> None:
         out_rows, out_g = plenoxel_train.tv_grads(values, grid.links, coords, rows, weight)
         assert torch.equal(out_rows, ref_rows) and ref_rows.numel() > 200
         torch.testing.assert_close(out_g, ref_g, atol=1e-7, rtol=1e-6)
+
+
+def test_backward_on_one_worker_equals_several(monkeypatch) -> None:
+    """Large SH gradients are accumulated by one CPU worker instead of per-thread buffers: same gradients."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers, whatever the machine
+    grid = random_grid((16, 16, 16), 9)
+    accel = plenoxel.build_accel(grid, 0.5, density_thresh=0.0)
+    rays = random_rays(1500, 10)
+    bg = torch.ones(3)
+    _, d_many, s_many, _ = _loss_and_grads(grid, accel, rays, bg, use_fused=True)
+    monkeypatch.setattr(fused, "BACKWARD_BUFFER_BYTES", 0)
+    _, d_one, s_one, _ = _loss_and_grads(grid, accel, rays, bg, use_fused=True)
+    torch.testing.assert_close(d_one, d_many, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(s_one, s_many, atol=1e-6, rtol=1e-5)

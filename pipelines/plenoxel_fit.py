@@ -91,8 +91,13 @@ def resolve_background(scene: Scene, cfg: FitConfig, device: torch.device) -> tu
 
 
 def initial_grid(scene: Scene, cfg: FitConfig, rays: RaySet, background: torch.Tensor) -> PlenoxelGrid:
-    """All voxels of the first resolution, or with depth (and init_from_depth) those near the surface."""
+    """All voxels of the first resolution, or with depth (and init_from_depth) those near the surface; with
+    `cfg.init_from`, the prediction of that generalizable model."""
     reso = cfg.resolution[0]
+    if cfg.init_from:
+        from perfdata.pipelines.generalizable_export import initial_grid_from_model
+
+        return initial_grid_from_model(cfg.init_from, scene, reso, background)
     mask = torch.ones((reso, reso, reso), dtype=torch.bool, device=rays.origins.device)
     if rays.depth is not None and cfg.init_from_depth:
         known = rays.depth > 0

@@ -96,15 +96,25 @@ def write_scene_folder(
     """Render one scene into `final` (built under a temporary name and renamed whole; the runner writes the
     done marker after); returns the view count."""
     tiles = ContactTiles(cfg.contact_views, 1)
-    views = []
     meta, rendered = scene_views(source, info, cfg, tiles)
+    return write_views_folder(final, meta, rendered, tiles, cfg.n_views, progress)
+
+
+def write_views_folder(
+    final: Path, meta: SceneRender, rendered: Iterator[tuple[dict[str, Any], dict[str, bytes]]],
+    tiles: ContactTiles, n_views: int, progress: Progress | None = None,
+) -> int:
+    """Write one scene's render folder from its meta (cameras.json without views) and (view meta, encoded files)
+    pairs, built under a temporary name and renamed whole (the runner writes the done marker after). Also used
+    by the generalizable renderer."""
+    views = []
     with atomic_dir(final) as tmp:
         for view, files in rendered:
             for ext, data in files.items():
                 write_bytes(tmp / f"{view['name']}.{ext}", data)
             views.append(view)
             if progress is not None:
-                progress(info.scene_id, len(views), cfg.n_views)
+                progress(meta.scene_id, len(views), n_views)
         write_render(tmp, dataclasses.replace(meta, views=tuple(views)))
         if tiles.rows:
             contact.write_contact_sheet(tmp / CONTACT_NAME, tiles.rows)

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 @click.option("--fits", "fits_dir", type=click.Path(), help="Folder of fit outputs (DIR/<scene_id>/, DONE).")
 @click.option("--from-perfception", "perfception", type=click.Path(),
               help="A released PeRFception scene folder, a folder of them, or of chunk folders NN/.")
+@click.option("--from-model", "from_model", type=click.Path(file_okay=False),
+              help="A generalizable run: export its predictions of --data's scenes.")
+@click.option("--reader", help="With --from-model: reader of --data.")
+@click.option("--data", type=click.Path(), help="With --from-model: the scenes to predict.")
+@click.option("--source-views", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --from-model: source views per scene.")
+@click.option("--resolution", type=click.IntRange(min=2), default=64, show_default=True,
+              help="With --from-model: grid resolution.")
 @click.option("--out", required=True, help="Store path or fsspec URL (zarr), or an output folder (ply, h5).")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "ply", "h5"]), default="zarr", show_default=True)
 @click.option("--sh-bits", type=click.IntRange(1, 8), default=8, show_default=True, help="Bits per SH value.")
@@ -25,7 +33,8 @@ if TYPE_CHECKING:
 @click.option("--min-psnr", type=float, help="Leave out (and list) fits whose held-out PSNR is below this.")
 @click.option("--portable", is_flag=True, help="Use only zarr v3 spec codecs (no numcodecs delta).")
 @runner_options
-def export(fits_dir: str | None, perfception: str | None, out: str, fmt: str, sh_bits: int,
+def export(fits_dir: str | None, perfception: str | None, from_model: str | None, reader: str | None,
+           data: str | None, source_views: int, resolution: int, out: str, fmt: str, sh_bits: int,
            scene_ids: tuple[str, ...], dataset: str, min_psnr: float | None, portable: bool, run: RunConfig) -> None:
     """Write the dataset store (zarr), PLY per scene, or HDF5 point files; done scenes are skipped. Use
     --executor threads:N to write N scenes at once in this process. Exits 1 if any scene failed."""
@@ -33,8 +42,16 @@ def export(fits_dir: str | None, perfception: str | None, out: str, fmt: str, sh
     from perfdata.pipelines.export import ExportConfig, export_fits
     from perfdata.store.writer import WriteConfig
 
-    if (fits_dir is None) == (perfception is None):
-        raise ConfigError("give exactly one of --fits DIR and --from-perfception PATH")
+    if sum(x is not None for x in (fits_dir, perfception, from_model)) != 1:
+        raise ConfigError("give exactly one of --fits DIR, --from-perfception PATH and --from-model RUN")
+    if from_model is not None:
+        from perfdata.commands.fit_generalizable import export_model_command
+
+        if fmt != "zarr" or run.dry_run or min_psnr is not None:
+            raise ConfigError("--from-model writes the zarr store only (no --dry-run, no --min-psnr)")
+        return export_model_command(from_model, reader, data, out, scene_ids, run, source_views=source_views,
+                                    resolution=resolution, dataset=dataset,
+                                    write=WriteConfig(sh_bits=sh_bits, portable=portable))
     from perfdata.runner import count
 
     cfg = ExportConfig(format=fmt, scenes=scene_ids, dataset=dataset, min_psnr=min_psnr, force=run.force,

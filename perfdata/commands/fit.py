@@ -39,13 +39,34 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 @click.option("--holdout-every", type=click.IntRange(min=0), default=None, help="Hold out frame i when i % K == 0 (default 8; 0 keeps the reader's split).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="JSON file of FitConfig fields.")
 @click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--source-views", type=click.IntRange(min=1), default=None,
+              help="generalizable: source views per scene (default 3).")
+@click.option("--resume", is_flag=True, help="generalizable: continue the run's checkpoint in OUT.")
+@click.option("--init-from", type=click.Path(file_okay=False), default=None,
+              help="plenoxel: start from the prediction of this generalizable run.")
 @runner_options
 def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ...], device: str | None,
         steps: int | None, max_seconds: float | None, resolution: str | None, downscale: float | None,
-        holdout_every: int | None, config_file: str | None, seed: int | None, run: RunConfig) -> None:
+        holdout_every: int | None, config_file: str | None, seed: int | None, source_views: int | None,
+        resume: bool, init_from: str | None, run: RunConfig) -> None:
     """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped.
-    Exits 1 when a scene failed (see `perfdata status OUT`)."""
+    Exits 1 when a scene failed (see `perfdata status OUT`). --method generalizable trains one field across the
+    scenes into OUT (model.safetensors, curves.png, fit.json)."""
+    if method == "generalizable":
+        from perfdata.commands.fit_generalizable import fit_generalizable_from_cli
+
+        return fit_generalizable_from_cli(reader, data, out, scene_ids, config_file, resume, run, resolution=resolution,
+                                          downscale=downscale, holdout_every=holdout_every, init_from=init_from,
+                                          device=device, steps=steps, max_seconds=max_seconds, seed=seed,
+                                          source_views=source_views)
+    if source_views is not None or resume:
+        raise ConfigError("--source-views and --resume are options of --method generalizable")
+    if init_from is not None:
+        from perfdata.pipelines.generalizable_ckpt import load_model
+
+        load_model(init_from)  # a bad checkpoint is bad input before any fit starts
     cfg = _config(config_file, method, device, steps, max_seconds, resolution, downscale, holdout_every, seed)
+    cfg = dataclasses.replace(cfg, init_from=init_from)
     outcomes = _run(reader, data, scene_ids, out, cfg, run)
     print_outcomes(f"fit {method} -> {out}", outcomes, [
         ("ssim", lambda o: _fmt(o.metrics.get("ssim"), 3)), ("depth_abs_rel", lambda o: _fmt(o.metrics.get("depth_abs_rel"), 3))])

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("--store", required=True, help="Dataset store (zarr path or fsspec URL), or a folder of fits.")
+@click.option("--store", help="Dataset store (zarr path or fsspec URL), or a folder of fits.")
+@click.option("--model", type=click.Path(file_okay=False), help="A generalizable run: render --data's scenes through it.")
+@click.option("--reader", help="With --model: reader of --data.")
+@click.option("--data", type=click.Path(), help="With --model: the (unseen) scenes to render.")
+@click.option("--source-views", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --model: source views per scene.")
 @click.option("--out", type=click.Path(), help="Render folder: <scene_id>/ with per-view files (see docs).")
 @click.option("--shards", "shards_dir", type=click.Path(), help="Write WebDataset shards here instead.")
 @click.option("--scenes", "scene_ids", multiple=True, help="Scene ids (repeatable; default all).")
@@ -32,15 +37,26 @@ if TYPE_CHECKING:
 @click.option("--maxsize", type=int, default=1 << 30, show_default=True, help="With --shards: bytes per shard.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="With --shards: val scenes.")
 @runner_options
-def render(store: str, out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
+def render(store: str | None, model: str | None, reader: str | None, data: str | None, source_views: int,
+           out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
            poses: str, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
            memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, run: RunConfig) -> None:
-    """Render a store's scenes, one runner item per scene (--out; --shards renders in this process);
-    completed scenes are kept on a rerun. Exits 1 if any scene failed."""
+    """Render a store's scenes (or, with --model, unseen scenes through a generalizable run), one runner item
+    per scene (--out; --shards renders in this process); completed scenes are kept on a rerun. Exits 1 if any
+    scene failed."""
     from perfdata.errors import ConfigError
     from perfdata.pipelines.render import RenderConfig, render_store
     from perfdata.shards import PackConfig
 
+    if (store is None) == (model is None):
+        raise ConfigError("give exactly one of --store STORE and --model RUN")
+    if model is not None:
+        from perfdata.commands.fit_generalizable import render_model_command
+
+        return render_model_command(model, reader, data, out, scene_ids, run, source_views=source_views,
+                                    n_views=views, poses=poses, what=tuple(w for w in what.split(",") if w),
+                                    depth_format=depth_format, seed=seed, device=device,
+                                    size=size if size != 300 else None)
     if (out is None) == (shards_dir is None):
         raise ConfigError("give exactly one of --out DIR and --shards DIR")
     cfg = RenderConfig(

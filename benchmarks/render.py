@@ -2,7 +2,9 @@
 
 1. speed: a 256^3 grid (a solid labelled sphere on a slab, ~1M voxels) written to a zarr store, then
    `render_store` of `--speed-views` views at `--size` pixels: rays/s and views/s (rgb + depth + mask + bg +
-   label, i.e. everything a view costs), on CUDA when available, else CPU.
+   label, i.e. everything a view costs), on CUDA when available, else CPU. And the rgb-only render of one
+   camera (rgb, depth, opacity) by the fused kernels against the plain PyTorch path, same grid and camera
+   (`fused_speedup_render_256`, `fused_render_rays_per_s_256`).
 2. memory: `--scenes` scenes x `--views` views (smaller grids) rendered in one call; the process's RSS is sampled
    after every view, and the peak after the first scene is compared with the peak at the end (ratio ~1 = memory
    does not grow with the number of scenes).
@@ -98,8 +100,8 @@ def bench_speed(tmp: Path, reso: int, n_views: int, size: int) -> dict:
     res = render_store(str(tmp / "speed.zarr"), tmp / "speed_out", cfg, lambda *_: stamps.append(time.perf_counter()))
     total = time.perf_counter() - start
     per_view = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)  # steady state: excludes load and setup
-    raw = raw_render_rays_per_s(grid, size)
-    return {"reso": reso, "n_voxels": grid.n_voxels, "views": res.n_views, "size": size,
+    raw = raw_render_rays_per_s(grid, size, repeats=1)
+    return {"reso": reso, "n_voxels": grid.n_voxels, "views": res.n_views, "size": size, "fused": bench_fused(grid, size),
             "device": str(resolve_device("auto")), "seconds_total_incl_load_setup": round(total, 3),
             "setup_seconds": round(stamps[0] - start - per_view, 3), "views_per_s": round(1 / per_view, 3),
             "rays_per_s": round(size * size / per_view),
@@ -107,9 +109,9 @@ def bench_speed(tmp: Path, reso: int, n_views: int, size: int) -> dict:
             "full_view_cost_vs_rgb_only": round(raw * per_view / (size * size), 2)}
 
 
-def raw_render_rays_per_s(grid: SparseGrid, size: int) -> float:
-    """The model's plain rgb/depth/opacity render of one camera (the reference: what one view costs without
-    labels, mask and background)."""
+def raw_render_rays_per_s(grid: SparseGrid, size: int, fused: bool = True, repeats: int = 3) -> float:
+    """The model's plain rgb/depth/opacity render of one camera (what one view costs without labels, mask and
+    background), best of `repeats`; `fused` False: the plain PyTorch path (the reference)."""
     from perfdata.models import plenoxel
     from perfdata.pipelines.poses import Camera, interpolate_cameras
 
@@ -117,9 +119,23 @@ def raw_render_rays_per_s(grid: SparseGrid, size: int) -> float:
     accel = plenoxel.build_accel(field)
     cams = [Camera(np.array(c["K"]), np.array(c["c2w"]), c["width"], c["height"]) for c in ring_cameras()]
     cam = interpolate_cameras(cams, grid.world_from_grid, 1, size, seed=0)[0]
-    start = time.perf_counter()
-    plenoxel.render_camera(field, cam.K, cam.c2w, cam.width, cam.height, accel=accel)
-    return cam.width * cam.height / (time.perf_counter() - start)
+    plenoxel.render_camera(field, cam.K, cam.c2w, 8, 8, accel=accel, fused=fused)  # warm-up: kernel load
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        plenoxel.render_camera(field, cam.K, cam.c2w, cam.width, cam.height, accel=accel, fused=fused)
+        best = min(best, time.perf_counter() - start)
+    return cam.width * cam.height / best
+
+
+def bench_fused(grid: SparseGrid, size: int) -> dict:
+    """rgb-only render rays/s of the fused path against the plain PyTorch path, same grid, same camera."""
+    from perfdata.models import fused
+
+    ref = raw_render_rays_per_s(grid, size, fused=False)
+    fast = raw_render_rays_per_s(grid, size, fused=True)
+    return {"reso": grid.reso[0], "size": size, "fused_available": fused.available(resolve_device("auto")),
+            "reference_rays_per_s": round(ref), "fused_rays_per_s": round(fast), "speedup": round(fast / ref, 2)}
 
 
 def bench_memory(tmp: Path, n_scenes: int, n_views: int, size: int, reso: int) -> tuple[dict, Path]:
@@ -186,8 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         speed = bench_speed(tmp, args.reso, args.speed_views, args.speed_size)
         memory, renders = bench_memory(tmp, args.scenes, args.views, args.size, args.mem_reso)
         pack = bench_pack(tmp, renders, args.maxcount)
-    json.dump({"benchmark": "render", "argv": sys.argv[1:], "render_speed": speed, "render_memory": memory,
-               "pack": pack}, sys.stdout, indent=1)
+    fz = speed["fused"]
+    json.dump({"benchmark": "render", "argv": sys.argv[1:], f"fused_speedup_render_{args.reso}": fz["speedup"],
+               f"fused_render_rays_per_s_{args.reso}": fz["fused_rays_per_s"], "render_speed": speed,
+               "render_memory": memory, "pack": pack}, sys.stdout, indent=1)
     print()
 
 

@@ -5,7 +5,10 @@ bytes per voxel (per array and total) against PeRFception's released layout (39 
 density + 27 uint8 SH, written here as a checkpoint-like file in the same run), export and load throughput
 (load also against that reference file), bytes and time to fetch the scene over HTTP (loopback server honouring
 Range), the quantisation error of decoded colours and densities, the PSNR of renders from the stored grid
-against the unquantised grid (models.plenoxel), and the codec comparison table that drives the codec choice.
+against the unquantised grid (models.plenoxel), the codec comparison table that drives the codec choice, and
+the cost of integrity: bytes per voxel and read time with the crc32c codec and perfdata's checked reads
+(chunk files stat-ed, a failure named by chunk) against the same store written without checksums and read
+with plain zarr, in the same run.
 
     .venv/bin/python benchmarks/store.py [--voxels 1000000] [--fits DIR ...] [--views 3] [--size 96]
 """
@@ -127,6 +130,46 @@ def http_fetch(store_path: Path, scene_id: str) -> dict[str, float]:
                 "http_voxels": grid.n_voxels}
 
 
+def checksum_cost(name: str, grid: SparseGrid, work: Path, repeats: int = 7) -> dict[str, Any]:
+    """The cost of integrity for one scene: stored bytes per voxel with and without the crc32c codec, and median
+    seconds to read every per-voxel array three ways, interleaved so machine noise hits all alike: plain zarr
+    on the store without checksums (the reference), plain zarr with them (the codec's cost), and perfdata's
+    checked read (crc32c + chunk files stat-ed + failures named by chunk, what render and the loaders use)."""
+    import zarr
+
+    from perfdata.store.schema import PER_VOXEL
+
+    paths = {}
+    for checksum in (True, False):
+        paths[checksum] = work / f"checksum_{checksum}.zarr"
+        loc, cfg = Location(str(paths[checksum])), WriteConfig(checksum=checksum)
+        write_scene(loc, name, grid_arrays(grid, cfg), cfg)
+        refresh_root(loc, "bench")
+
+    def plain(path: Path) -> None:
+        group = zarr.open_group(str(path / "scenes" / name), mode="r")
+        _ = [group[a][...] for a in PER_VOXEL if a in group]
+
+    readers = {"no_checksum_zarr": lambda: plain(paths[False]), "checksum_zarr": lambda: plain(paths[True]),
+               "checksum_perfdata": lambda: open_store(str(paths[True])).read_arrays(name)}
+    times: dict[str, list[float]] = {k: [] for k in readers}
+    for i in range(repeats + 1):
+        for key, read in readers.items():
+            t0 = time.perf_counter()
+            read()
+            if i:  # the first round warms the page cache
+                times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    with_cs, without = (dir_bytes(paths[c] / "scenes" / name) / grid.n_voxels for c in (True, False))
+    return {
+        "checksum_bytes_per_voxel": round(with_cs, 4), "no_checksum_bytes_per_voxel": round(without, 4),
+        "checksum_overhead_bytes_per_voxel": round(with_cs - without, 4),
+        **{f"read_seconds_{k}": round(v, 4) for k, v in med.items()},
+        "checksum_read_time_ratio": round(med["checksum_zarr"] / med["no_checksum_zarr"], 3),
+        "checked_read_time_ratio": round(med["checksum_perfdata"] / med["no_checksum_zarr"], 3),
+    }
+
+
 def measure_grid(name: str, grid: SparseGrid, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Every figure for one grid (see the module doc)."""
     store_path = work / "bench.zarr"
@@ -158,6 +201,7 @@ def measure_grid(name: str, grid: SparseGrid, work: Path, args: argparse.Namespa
         **colour_errors(grid, stored), **http_fetch(store_path, name),
     }
     out["http_scene_bytes_vs_stored"] = round(out["http_scene_bytes"] / dir_bytes(scene_dir), 3)
+    out["integrity"] = checksum_cost(name, grid, work)
     if args.views:
         out.update(render_psnr(grid.sorted(), stored, args.views, args.size))
     if args.codec_table:

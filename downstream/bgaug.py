@@ -44,8 +44,7 @@ def load_backgrounds(data: ShardData, split: str, size: int | None, per_scene: i
 
     keep = frozenset(scenes)
     found: dict[str, list[torch.Tensor]] = {}
-    pipe = wds.DataPipeline(wds.SimpleShardList(data.urls(split)),
-                            wds.tarfile_to_samples(handler=wds.reraise_exception))
+    pipe = wds.DataPipeline(wds.SimpleShardList(data.urls(split)), data.sample_stage())
     for sample in pipe:
         where = where_of(sample)
         scene = str(sample_meta(sample, where).get("scene_id", ""))

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from perfdata.downstream.scenes import select_scene_ids
 
 from perfdata.errors import ChecksumError, ConfigError, InputError
-from perfdata.shards import INDEX_NAME, read_index, verify_shards
+from perfdata.shardcheck import ShardEntry, open_shard_set, shard_samples
+from perfdata.shards import INDEX_NAME, read_index
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,20 @@ class ShardData:
     n_samples: dict[str, int]
     scenes: dict[str, tuple[str, ...]]
     """split -> scene ids (from index.json's "scenes"; empty when the index does not record them)."""
+    entries: tuple[ShardEntry, ...] = ()
+    """Local shard sets: the shards as index.json lists them (what the streaming checks compare against)."""
 
     @classmethod
     def open(cls, root: str | Path, verify: bool = False) -> ShardData:
-        """Read index.json; check every shard is there with its recorded size (and, with `verify`, sha256)."""
+        """Read index.json; check the shard set (local: perfdata.shardcheck.open_shard_set -- every shard of the
+        set, present, of its size, with `verify` its sha256; URL: sizes over HTTP)."""
         root = str(root).rstrip("/")
-        index = read_remote_index(root) if is_url(root) else read_index(root)
-        check_shard_set(root, index, verify)
+        entries: list[ShardEntry] = []
+        if is_url(root):
+            index = read_remote_index(root)
+            check_remote_set(root, index)
+        else:
+            index, entries = open_shard_set(root, verify)
         shards: dict[str, list[str]] = {}
         for entry in index["shards"]:
             shards.setdefault(str(entry["split"]), []).append(str(entry["name"]))
@@ -98,10 +106,19 @@ class ShardData:
             raise InputError(f"{root}/{INDEX_NAME}", "shard index has no classes; cls2d needs scenes with a class")
         scenes = {str(k): tuple(v) for k, v in dict(index.get("scenes") or {}).items()}
         return cls(root, tuple(index["classes"]), {k: tuple(v) for k, v in shards.items()},
-                   {str(k): int(v) for k, v in index["n_samples"].items()}, scenes)
+                   {str(k): int(v) for k, v in index["n_samples"].items()}, scenes, tuple(entries))
 
     def urls(self, split: str) -> list[str]:
+        if self.entries:
+            return [str(e.path) for e in self.entries if e.split == split]
         return [f"{self.root}/{name}" for name in self.shards.get(split, ())]
+
+    def sample_stage(self) -> Any:
+        """Raw tar members -> samples: for local sets perfdata.shardcheck.shard_samples (counts and hashes each
+        shard as it streams), for URLs webdataset's tarfile_to_samples."""
+        import webdataset as wds
+
+        return shard_samples(self.entries) if self.entries else wds.tarfile_to_samples(handler=wds.reraise_exception)
 
     def split_scenes(self, split: str, patterns: Iterable[str] = ()) -> list[str]:
         """Scene ids of a split that match `patterns` (all without patterns)."""
@@ -126,30 +143,14 @@ def read_remote_index(url: str) -> dict[str, Any]:
             raise InputError(where, exc.problem) from None
 
 
-def check_shard_set(root: str, index: dict[str, Any], verify: bool) -> None:
-    """The one place the loaders check a shard set against its index: every shard a plain file name that
-    exists with the recorded size; with `verify` also its sha256 (perfdata.shards.verify_shards)."""
+def check_remote_set(root: str, index: dict[str, Any]) -> None:
+    """A shard set behind a URL: plain shard names, each reachable with the size index.json records."""
+    import fsspec
+
     for entry in index["shards"]:
         name = str(entry["name"])
         if Path(name).name != name or name in ("", ".", ".."):
             raise InputError(f"{root}/{INDEX_NAME}", f"shard name {name!r} is not a plain file name")
-    if is_url(root):
-        _check_remote_sizes(root, index)
-        return
-    if verify:
-        verify_shards(root)
-        return
-    for entry in index["shards"]:
-        path = Path(root) / entry["name"]
-        if not path.is_file():
-            raise InputError(path, "shard listed in index.json is missing")
-        if path.stat().st_size != int(entry["bytes"]):
-            raise ChecksumError(path, f"size {path.stat().st_size} differs from index.json's {entry['bytes']}")
-
-
-def _check_remote_sizes(root: str, index: dict[str, Any]) -> None:
-    import fsspec
-
     fs, _ = fsspec.core.url_to_fs(root)
     for entry in index["shards"]:
         url = f"{root}/{entry['name']}"
@@ -320,7 +321,7 @@ def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0, back
         raise ConfigError("background augmentation needs the split's background bank")
     shuffle = cfg.shuffle_buffer > 0
     stages: list[Any] = [wds.SimpleShardList(epoch_urls(urls, cfg.seed, epoch, shuffle)), wds.split_by_node,
-                         wds.split_by_worker, wds.tarfile_to_samples(handler=wds.reraise_exception)]
+                         wds.split_by_worker, data.sample_stage()]
     if cfg.scenes:
         keep = frozenset(data.split_scenes(cfg.split, cfg.scenes))
         stages.append(wds.select(lambda s: _scene_of(s) in keep))

@@ -6,6 +6,8 @@ choice, no config objects.
 - `sampling`: ray-box intersection, 8-corner trilinear interpolation over flat voxel rows (custom autograd).
 - `plenoxel`: the sparse Plenoxel grid, its acceleration structure and inference rendering.
 - `plenoxel_train`: the differentiable render used by fitting, TV, coarse-to-fine resampling.
+- `fused`, `fused_kernels`: the fused render (Warp kernels for CPU and CUDA: forward, backward, inference) that
+  `plenoxel` and `plenoxel_train` dispatch to, with the plain path as reference and fallback.
 - `optim`: the sparse per-voxel RMSProp optimiser.
 - `metrics`: PSNR, SSIM, depth abs-rel.
 """

@@ -4,6 +4,7 @@ merging of sparse gradients from several losses."""
 from __future__ import annotations
 
 import torch
+from perfdata.models import fused as fused_ops
 from perfdata.models import sampling
 
 
@@ -33,10 +34,14 @@ class SparseRMSProp:
         self.eps = eps
         self.sq = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=device)
 
-    def step_(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
-        """Update `param` (n_rows, C) in place at `rows` (m,) distinct, with `grad` (m, C)."""
+    def step_(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, fused: bool = True) -> None:
+        """Update `param` (n_rows, C) in place at `rows` (m,) distinct, with `grad` (m, C); with `fused`, in one
+        kernel pass where the fused kernels run (`perfdata.models.fused`), else with the torch ops below."""
         assert grad.shape == (rows.numel(), param.shape[1]), f"grad must be ({rows.numel()}, {param.shape[1]})"
         if rows.numel() == 0:
+            return
+        if fused and param.is_contiguous() and param.dtype == torch.float32 and fused_ops.available(param.device):
+            fused_ops.rmsprop_step_(param, self.sq, rows, grad.float(), self.beta, self.eps, lr)
             return
         sq = self.sq.index_select(0, rows).mul_(self.beta).addcmul_(grad, grad, value=1.0 - self.beta)
         self.sq.index_copy_(0, rows, sq)

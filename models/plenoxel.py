@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from perfdata.models import fused as fused_render
 from perfdata.models import sampling, sh, volrend
 
 from perfdata.grid import SparseGrid
@@ -98,10 +99,8 @@ class PlenoxelGrid:
 
     def dense_density(self) -> torch.Tensor:
         """(X, Y, Z) ReLU density, 0 where not allocated."""
-        vol = torch.zeros(self.reso, dtype=self.density.dtype, device=self.device)
-        mask = self.links >= 0
-        vol[mask] = self.density[self.links[mask].long(), 0].clamp_min(0.0)
-        return vol
+        values = torch.cat([self.density.new_zeros(1), self.density[:, 0].clamp_min(0.0)])  # row -1 -> 0
+        return values.index_select(0, (self.links + 1).reshape(-1)).reshape(self.reso)
 
 
 @dataclass(frozen=True)
@@ -146,22 +145,41 @@ def build_accel(
     reso = grid.reso
     step_cube = step * 2.0 / max(reso)
     thresh = -np.log1p(-1e-4) / step_cube if density_thresh is None else density_thresh
-    vol = torch.nn.functional.pad(grid.dense_density(), (1, 1, 1, 1, 1, 1))
-    occ = torch.nn.functional.max_pool3d(vol[None, None], kernel_size=2, stride=1)[0, 0] > thresh
-    cells = torch.nonzero(occ)
+    above = torch.nn.functional.pad(grid.dense_density() > thresh, (1, 1, 1, 1, 1, 1))
+    occ = _any_of_pairs(above)  # cell q: any of its 8 corners (padded voxels q .. q + 1) above the threshold
     res = torch.tensor(reso, dtype=torch.float32, device=grid.device)
-    if cells.numel() == 0:
+    if not bool(occ.any()):
         lo = hi = torch.zeros(3, device=grid.device)
     else:  # cell q (= c + 1) spans index coordinates [q - 1, q]
-        lo = ((cells.amin(0).float() - 1.0 + 0.5) * 2.0 / res - 1.0).clamp(-1.0, 1.0)
-        hi = ((cells.amax(0).float() + 0.5) * 2.0 / res - 1.0).clamp(-1.0, 1.0)
+        first, last = _occupied_range(occ)
+        lo = ((first.float() - 1.0 + 0.5) * 2.0 / res - 1.0).clamp(-1.0, 1.0)
+        hi = ((last.float() + 0.5) * 2.0 / res - 1.0).clamp(-1.0, 1.0)
     c = coarse_factor
     pads = [(-n) % c for n in occ.shape]
-    occ_f = torch.nn.functional.pad(occ.float()[None, None], (0, pads[2], 0, pads[1], 0, pads[0]))
-    coarse = torch.nn.functional.max_pool3d(occ_f, c, c)
-    coarse = torch.nn.functional.max_pool3d(coarse, 3, 1, 1)[0, 0] > 0
+    occ_p = torch.nn.functional.pad(occ, (0, pads[2], 0, pads[1], 0, pads[0]))
+    b = [n // c for n in occ_p.shape]
+    coarse = occ_p.reshape(b[0], c, b[1], c, b[2], c).any(5).any(3).any(1)
+    coarse = torch.nn.functional.max_pool3d(coarse.float()[None, None], 3, 1, 1)[0, 0] > 0
     dims = tuple(int(n) for n in coarse.shape)
     return Accel(sampling.pad_links(grid.links), occ.reshape(-1), lo, hi, reso, step, coarse.reshape(-1), dims, c)  # type: ignore[arg-type]
+
+
+def _any_of_pairs(a: torch.Tensor) -> torch.Tensor:
+    """(X, Y, Z) bool -> (X-1, Y-1, Z-1): a 2x2x2 window holds a True (max_pool3d(2, stride 1), separably)."""
+    a = a[:-1] | a[1:]
+    a = a[:, :-1] | a[:, 1:]
+    return a[:, :, :-1] | a[:, :, 1:]
+
+
+def _occupied_range(occ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index (3,) along each axis of the True cells of occ (X, Y, Z) bool (at least one)."""
+    first, last = [], []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        idx = torch.nonzero(occ.any(others[1]).any(others[0])).squeeze(-1)
+        first.append(idx[0])
+        last.append(idx[-1])
+    return torch.stack(first), torch.stack(last)
 
 
 def rays_to_cube(grid_from_world: np.ndarray, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -245,9 +263,15 @@ def lookup(accel: Accel, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def render_cube_rays(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
-    background: torch.Tensor, weight_thresh: float = 1e-4,
+    background: torch.Tensor, weight_thresh: float = 1e-4, fused: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Render cube rays with empty-space skipping (see `render_rays` for the outputs)."""
+    """Render cube rays with empty-space skipping (see `render_rays` for the outputs).
+
+    With `fused` (default) the fused kernels (`perfdata.models.fused`) render where they compile for the
+    device; else, or with fused=False, the plain PyTorch path below (the reference)."""
+    if fused and origins.shape[0] and fused_render.available(origins.device):
+        rgb, depth, opacity = fused_render.render_rays(grid, accel, origins, dirs, weight_thresh)
+        return {"rgb": volrend.add_background(rgb, opacity, background), "depth": depth * z_scale, "opacity": opacity}
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs)
     ids, w = lookup(accel, u)
@@ -271,6 +295,7 @@ def default_background(grid: PlenoxelGrid) -> torch.Tensor:
 def render_rays(
     grid: PlenoxelGrid, origins: torch.Tensor, dirs: torch.Tensor, step: float = 0.5,
     background: torch.Tensor | None = None, accel: Accel | None = None, weight_thresh: float = 1e-4,
+    fused: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Render world rays (no grad).
 
@@ -280,6 +305,7 @@ def render_rays(
         step: sample spacing in voxels. background: (3,) colour; default the grid's own (else black).
         accel: a prebuilt `build_accel(grid, step)` to reuse across calls.
         weight_thresh: SH colour is evaluated only where the compositing weight exceeds this.
+        fused: use the fused kernels where they compile (see `render_cube_rays`).
     Returns:
         dict of rgb (n, 3), depth (n,) in world units (expected depth, opacity-weighted; 0 where empty) and
         opacity (n,).
@@ -288,16 +314,16 @@ def render_rays(
     accel = build_accel(grid, step) if accel is None else accel
     o, d, zs = rays_to_cube(np.linalg.inv(grid.world_from_grid), origins.to(grid.device), dirs.to(grid.device))
     bg = default_background(grid) if background is None else background.to(grid.device)
-    return render_cube_rays(grid, accel, o, d, zs, bg, weight_thresh)
+    return render_cube_rays(grid, accel, o, d, zs, bg, weight_thresh, fused)
 
 
 @torch.no_grad()
 def render_camera(
     grid: PlenoxelGrid, K: np.ndarray, c2w: np.ndarray, width: int, height: int, step: float = 0.5,
-    background: torch.Tensor | None = None, chunk: int = 16384, accel: Accel | None = None,
+    background: torch.Tensor | None = None, chunk: int = 16384, accel: Accel | None = None, fused: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Render a pinhole camera (K (3, 3) pixels, c2w (4, 4) OpenCV axes, world frame) in chunks of `chunk`
-    rays, so memory stays bounded whatever the image size.
+    rays, so memory stays bounded whatever the image size (`fused` as in `render_cube_rays`).
 
     Returns:
         dict of rgb (H, W, 3), depth (H, W) z-depth in world units, opacity (H, W), on the grid's device.
@@ -310,7 +336,7 @@ def render_camera(
     for start in range(0, len(uv), chunk):
         o, d = camera.pixel_rays(K, c2w, uv[start : start + chunk])
         out = render_rays(
-            grid, torch.from_numpy(o).float(), torch.from_numpy(d).float(), step, background, accel
+            grid, torch.from_numpy(o).float(), torch.from_numpy(d).float(), step, background, accel, fused=fused
         )
         for key in parts:
             parts[key].append(out[key])

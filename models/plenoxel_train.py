@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from perfdata.models import fused as fused_render
 from perfdata.models import sampling, sh, volrend
 from perfdata.models.plenoxel import Accel, PlenoxelGrid, lookup, march
 
@@ -21,11 +22,14 @@ class TrainRender:
 
     Attributes:
         rgb: (n_rays, 3). depth: (n_rays,) z-depth (world units). opacity: (n_rays,).
-        density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows).
+        density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows), or with
+            `density_rows` (k,) set (the fused path) the compact leaf (k, 1) of those rows.
         sh_rows: (m, ) grid rows behind `sh_leaf` (m, 27).
         n_samples: samples in occupied cells. n_alive: those in front of the surface (composited).
         n_colour: samples whose colour was evaluated.
-        colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights.
+        colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights;
+            None from the fused path (which keeps no per-sample tensor).
+        fused: whether the fused kernels rendered (else the plain PyTorch reference).
     """
 
     rgb: torch.Tensor
@@ -37,14 +41,16 @@ class TrainRender:
     n_samples: int
     n_alive: int
     n_colour: int
-    colour_ids: torch.Tensor
-    colour_weights: torch.Tensor
+    colour_ids: torch.Tensor | None
+    colour_weights: torch.Tensor | None
+    fused: bool = False
+    density_rows: torch.Tensor | None = None
 
 
 def render_train(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
     background: torch.Tensor, offset: torch.Tensor | float = 0.5, weight_thresh: float = 1e-4,
-    trans_thresh: float = 0.0,
+    trans_thresh: float = 0.0, fused: bool = True,
 ) -> TrainRender:
     """Differentiable render of cube rays (origins (n_rays, 3), unit dirs (n_rays, 3), z_scale (n_rays,));
     background (3,) may require grad (a learned colour).
@@ -54,7 +60,17 @@ def render_train(
     of samples, less than it cost, hence off by default); densities with grad; SH colour only where the
     weight exceeds `weight_thresh`. The density gradient is dense over the grid's rows
     (cheap: one float each); the SH gradient covers only the rows the colour samples touch.
+
+    With `fused` (default) the fused kernels (`perfdata.models.fused`) run where they compile for the device
+    (same outputs and gradients; they stop a ray once it is opaque, so `trans_thresh` is not used there); with
+    fused=False, or where they do not compile, the plain PyTorch path below, the reference.
     """
+    if fused and origins.shape[0] and fused_render.available(origins.device):
+        out = fused_render.render_train(grid, accel, origins, dirs, offset, weight_thresh)
+        rgb = volrend.add_background(out["rgb"], out["opacity"], background)
+        return TrainRender(rgb, out["depth"] * z_scale, out["opacity"], out["density_leaf"], out["sh_rows"],
+                           out["sh_leaf"], out["n_samples"], out["n_samples"], out["n_colour"], None, None, True,
+                           out["density_rows"])
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs, offset)
     ids, w = lookup(accel, u)
@@ -82,9 +98,11 @@ def render_train(
                        ids[sel], weights.detach()[sel])
 
 
-def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
+def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor | None, weights: torch.Tensor | None) -> None:
     """max_weight (n,) <- max(max_weight, the largest compositing weight (m,) of a sample next to each row);
-    ids (m, 8) are the samples' corner rows (-1 empty). Used to prune voxels no ray ever relied on."""
+    ids (m, 8) are the samples' corner rows (-1 empty). Used to prune voxels no ray ever relied on; needs the
+    reference render's per-sample ids (`render_train(..., fused=False)`)."""
+    assert ids is not None and weights is not None, "max-weight pruning needs render_train(..., fused=False)"
     flat = ids.reshape(-1)
     vals = weights[:, None].expand(-1, 8).reshape(-1)
     keep = flat >= 0
@@ -100,7 +118,8 @@ def voxel_coords(grid: PlenoxelGrid) -> torch.Tensor:
 
 
 def tv_grads(
-    values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, weight: float
+    values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, weight: float,
+    fused: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient of weight * mean_{r in rows} sum_{axis} |v[r + e_axis] - v[r]|^2 (squared-difference TV,
     neighbours that are outside or not allocated skipped).
@@ -108,9 +127,12 @@ def tv_grads(
     Args:
         values: (n, C) parameter table. links: (X, Y, Z) int32. coords: (n, 3) int64 voxel of each row.
         rows: (k,) int64 sampled rows. weight: the loss weight.
+        fused: one kernel pass where the fused kernels run (`perfdata.models.fused`; same output).
     Returns:
         sparse gradient: rows (k',) with repeats, grad (k', C).
     """
+    if fused and values.dtype == torch.float32 and rows.numel() and fused_render.available(values.device):
+        return fused_render.tv_pairs(values, links, coords, rows, 2.0 * weight / rows.numel())
     out_rows, out_grads = [], []
     c = coords[rows]
     for axis in range(3):

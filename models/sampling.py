@@ -47,7 +47,8 @@ def padded_strides(reso: tuple[int, int, int]) -> tuple[int, int, int]:
 
 def pad_links(links: torch.Tensor) -> torch.Tensor:
     """(X, Y, Z) int32 links -> flat ((X+2)(Y+2)(Z+2),) int64 with a border of -1."""
-    padded = torch.nn.functional.pad(links.long(), (1, 1, 1, 1, 1, 1), value=-1)
+    padded = torch.full([n + 2 for n in links.shape], -1, dtype=torch.long, device=links.device)
+    padded[1:-1, 1:-1, 1:-1] = links
     return padded.reshape(-1)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import sys
+from typing import Any
 
 import click
 
@@ -55,7 +57,7 @@ class LazyGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module_name, attr = COMMANDS[cmd_name].split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return require_finite_floats(getattr(importlib.import_module(module_name), attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
@@ -78,18 +80,48 @@ def cli(ctx: click.Context, debug: bool) -> None:
     )
 
 
+def require_finite_floats(command: click.Command) -> click.Command:
+    """Make every float option of `command` (and of its subcommands) refuse NaN and infinities, once."""
+    for param in command.params:
+        kinds = param.type.types if isinstance(param.type, click.Tuple) else [param.type]
+        if any(isinstance(t, click.types.FloatParamType) for t in kinds) and not getattr(param, "_finite", False):
+            param.callback = _finite_callback(param.callback)
+            param._finite = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            require_finite_floats(sub)
+    return command
+
+
+def _finite_callback(inner: Any) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        values = value if isinstance(value, (tuple, list)) else [value]
+        for v in values:
+            for x in v if isinstance(v, (tuple, list)) else [v]:
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise click.BadParameter(f"{x!r} is not a finite number", ctx=ctx, param=param)
+        return value if inner is None else inner(ctx, param, value)
+
+    return check
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: a PerfdataError is one line on stderr and a non-zero exit (traceback with --debug)."""
-    from perfdata.errors import PerfdataError
+    """Console entry point: a PerfdataError is one line on stderr and a non-zero exit (traceback with --debug).
+
+    Every OSError that reaches here (permission, full disk, not a folder, name too long, ...) becomes such an
+    error naming its path (`perfdata.errors.from_os_error`): exit 2 when the input is at fault, 1 when the run
+    failed. This is the one place that happens; commands do not catch OSError themselves."""
+    from perfdata.errors import PerfdataError, from_os_error
 
     args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=args, prog_name="perfdata", standalone_mode=False)
-    except PerfdataError as exc:
+    except (PerfdataError, OSError) as exc:
         if "--debug" in args:
             raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        err = exc if isinstance(exc, PerfdataError) else from_os_error(exc)
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

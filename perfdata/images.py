@@ -12,6 +12,26 @@ import numpy as np
 from perfdata.atomic import atomic_path
 from perfdata.errors import InputError
 
+# leading bytes of the formats captures come in -> name
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+
+
+def image_kind(path: str | Path) -> str | None:
+    """"PNG" or "JPEG" from a file's leading bytes, else None."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return next((kind for sig, kind in SIGNATURES.items() if head.startswith(sig)), None)
+
+
+def decode_problem(path: Path, exc: Exception) -> str:
+    """What to say about an image that failed to decode: not a PNG/JPEG at all, or a damaged one (the decoder's
+    own hints, such as imageio's plugin suggestions, would only mislead)."""
+    kind = image_kind(path)
+    if kind is None:
+        return "cannot read image: not a PNG/JPEG image (unknown leading bytes)"
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return f"cannot read image: damaged {kind} image ({type(exc).__name__}: {detail})"
+
 
 def read_array(path: str | Path) -> np.ndarray:
     """Decode an image file as stored (uint8 / uint16, (H, W) or (H, W, C))."""
@@ -20,10 +40,12 @@ def read_array(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg") and image_kind(path) is None:
+        raise InputError(path, decode_problem(path, ValueError()))  # imageio would try every plugin, and hint
     try:
         return np.asarray(iio.imread(path))
     except Exception as exc:  # imageio raises many types for bad files
-        raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, decode_problem(path, exc)) from None
 
 
 def image_header(path: str | Path) -> tuple[int, int, int]:
@@ -37,7 +59,7 @@ def image_header(path: str | Path) -> tuple[int, int, int]:
         with Image.open(path) as im:
             return int(im.size[0]), int(im.size[1]), len(im.getbands())
     except Exception as exc:  # PIL raises many types for bad files
-        raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, decode_problem(path, exc)) from None
 
 
 def read_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from perfdata.atomic import write_json
-from perfdata.errors import FormatVersionError, InputError, PerfdataError, UnsafePathError
+from perfdata.errors import FormatVersionError, InputError, PerfdataError
+from perfdata.names import check_scene_id
 
 DONE = "DONE"
 FAILED = "FAILED.json"
@@ -39,7 +40,6 @@ PLAN = "plan.json"
 MANIFEST = "run.json"
 RUNS = ".perfdata"
 MARKER_FORMAT_VERSION = 1
-MAX_ITEM_NAME = 200
 
 State = Literal["done", "failed", "running", "pending"]
 
@@ -90,13 +90,9 @@ class ItemRecord:
 
 
 def check_item_name(item: str) -> str:
-    """An item (scene id, split) is used as a file name: no separators, no NUL, not `.`/`..`, not hidden,
-    bounded length. Returns it; raises UnsafePathError otherwise."""
-    bad = (not item or "/" in item or "\\" in item or "\0" in item or item.startswith(".")
-           or len(item.encode()) > MAX_ITEM_NAME)
-    if bad:
-        raise UnsafePathError(None, f"item name {item!r} cannot be used as a file name")
-    return item
+    """An item (scene id, split) is used as a file name: the one safe-name rule (`perfdata.names`). Returns it;
+    raises UnsafePathError otherwise."""
+    return check_scene_id(item)
 
 
 def now_iso() -> str:

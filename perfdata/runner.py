@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from perfdata.errors import PerfdataError
+from perfdata.errors import PerfdataError, from_os_error
 from perfdata.executor import ExecutorConfig, WorkerLost, run_tasks, shard_items
 from perfdata.markers import ItemBusy, ItemRecord, Markers
 
@@ -175,6 +175,8 @@ def describe_error(exc: BaseException) -> tuple[str, str | None]:
     library's error, so its type and traceback are kept."""
     if isinstance(exc, PerfdataError):
         return str(exc), None
+    if isinstance(exc, OSError):  # the path and the problem (perfdata.errors.from_os_error), not a bug
+        return str(from_os_error(exc)), None
     return f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from perfdata import camera, images
 from perfdata.errors import FormatVersionError, InputError
+from perfdata.names import check_scene_id
 
 SCENE_FORMAT_VERSION = 1
 
@@ -220,6 +221,7 @@ class Scene:
             raise FormatVersionError(self.source or self.scene_id, self.format_version, SCENE_FORMAT_VERSION)
         if not self.frames:
             raise InputError(self.source or self.scene_id, "scene has no frames")
+        check_scene_id(self.scene_id, self.source or None)  # ids come from the data: one safe-name rule
 
     @property
     def train_frames(self) -> tuple[Frame, ...]:

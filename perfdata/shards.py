@@ -1,39 +1,59 @@
-"""WebDataset shards written deterministically, and their `index.json`.
+"""WebDataset shards written deterministically as atomic shard sets, their `index.json`, and the checks readers
+make against it.
 
 A shard is a plain tar of samples; a sample is a dot-free key plus members `<key>.<ext>` that sit together.
 Every tar header is fixed (mtime `FIXED_MTIME`, uid/gid 0, empty user/group names, mode 0444, GNU format), so
-the same samples in the same order give byte-identical shards. A shard is written under a hidden temporary name,
-hashed (sha256) while it is written, and renamed to `<split>-NNNNNN.tar` when it is full or the writer closes.
+the same samples in the same order give byte-identical shards. A shard is hashed (sha256) while it is written.
+
+A shard set (`ShardSet`) is written whole into a hidden staging folder of the shard folder, renamed to
+`set-<digest>/` (the digest of its shards' names and sha256s, so a rerun giving the same shards gives the same
+name), and only then does index.json switch to it, atomically; shards of earlier sets are removed after that.
+A reader therefore never sees an index whose shards are not all its own, whatever is killed when::
+
+    OUT/index.json
+    OUT/set-3f2a9c0d1e4b5a6c/train-000000.tar ...
 
 index.json (format_version 1)::
 
-    {"format_version": 1, "classes": [...], "n_samples": {"train": 40, "val": 10},
-     "shards": [{"name": "train-000000.tar", "split": "train", "samples": 40, "bytes": 1234, "sha256": "..."}],
+    {"format_version": 1, "shard_set": "set-3f2a...", "classes": [...], "n_samples": {"train": 40, "val": 10},
+     "shards": [{"name": "set-3f2a.../train-000000.tar", "split": "train", "samples": 40, "bytes": 1234,
+                 "sha256": "..."}],
      ...extra keys the caller adds (seed, val_fraction, scenes per split)}
+
+Readers (`open_shard_set`, `shard_samples`) check, always: every listed shard belongs to the index's set, exists
+and has the listed size (a stat: free); while streaming, each shard's sample count, size and sha256 (hashed as
+it is read) once the shard is read through. `verify=True` also hashes every shard before the first sample.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import socket
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from perfdata.atomic import write_json
-from perfdata.errors import ChecksumError, ConfigError, FormatVersionError, InputError
+from perfdata.atomic import name_os_error, tmp_name, write_json
+from perfdata.errors import ConfigError, FormatVersionError, InputError
+from perfdata.names import check_scene_id
 
 INDEX_FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z
 SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_-]+)-(?P<n>\d{6})\.tar$")
+SET_PATTERN = re.compile(r"^set-[0-9a-f]{16}$")
+STAGING_PREFIX = ".pack-"
 _BLOCK = 512
 
 
@@ -68,9 +88,11 @@ class PackConfig:
     """Plan only: count scenes and samples, write nothing."""
 
 
-def sample_key(*parts: str) -> str:
-    """A WebDataset key from parts joined by '_': dots (which split key from extension) and slashes become '_'."""
-    return "_".join(parts).replace(".", "_").replace("/", "_")
+def sample_key(scene_id: str, *parts: str) -> str:
+    """A WebDataset key `<scene_id>_<part>...`: dots (which split key from extension) and slashes become '_'.
+    The scene id must pass the safe-name rule (perfdata.names)."""
+    check_scene_id(scene_id)
+    return "_".join((scene_id, *parts)).replace(".", "_").replace("/", "_")
 
 
 def member_size(n_bytes: int) -> int:
@@ -128,6 +150,8 @@ class ShardWriter:
         if et is None:
             self.close()
         else:
+            if isinstance(ev, OSError):  # a full disk reports no path: name the shard being written
+                name_os_error(ev, self.out_dir / f"{self.split}-{len(self.shards):06d}.tar")
             self.abort()
 
     def write(self, key: str, members: Mapping[str, bytes]) -> None:
@@ -193,7 +217,8 @@ class ShardWriter:
 
 
 def write_index(out_dir: str | Path, shards: list[ShardInfo], classes: list[str], **extra: Any) -> Path:
-    """Write `index.json` (atomic) for `shards` and remove shard files of earlier runs that it does not list."""
+    """Write `index.json` (atomic) for `shards` (names relative to `out_dir`), then remove the shard sets and
+    flat shard files of earlier runs that it does not list. Prefer `ShardSet`, which calls this last."""
     out_dir = Path(out_dir)
     n_samples: dict[str, int] = {}
     for s in shards:
@@ -208,10 +233,132 @@ def write_index(out_dir: str | Path, shards: list[ShardInfo], classes: list[str]
     path = out_dir / INDEX_NAME
     write_json(path, index)
     listed = {s.name for s in shards}
-    for stale in out_dir.glob("*.tar"):
-        if SHARD_PATTERN.match(stale.name) and stale.name not in listed:
+    sets = {name.split("/", 1)[0] for name in listed if "/" in name}
+    for stale in out_dir.iterdir():
+        if SHARD_PATTERN.match(stale.name) and stale.name not in listed and stale.is_file():
             stale.unlink()
+        elif SET_PATTERN.match(stale.name) and stale.name not in sets and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     return path
+
+
+class ShardSet:
+    """Writes one shard set atomically into `out_dir` (module doc). Use as a context manager::
+
+        with ShardSet(out_dir) as shard_set:
+            with shard_set.writer("train", maxcount) as w:
+                w.write(key, members)
+            index_path, shards = shard_set.commit(classes, seed=0)
+
+    Leaving the block without `commit` (an exception, a kill) removes the staging folder, and `out_dir` too when
+    this set created it and it is still empty; staging folders of dead processes are removed on the next run.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.staging: Path | None = None
+        self.writers: list[ShardWriter] = []
+        self._created = False
+        self._committed = False
+
+    def __enter__(self) -> ShardSet:
+        self._created = not self.out_dir.exists()
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_staging(self.out_dir)
+            self.staging = tmp_name(self.out_dir / f"{STAGING_PREFIX[1:]}{socket.gethostname()}-{os.getpid()}")
+            self.staging.mkdir()
+        except OSError as exc:
+            raise name_os_error(exc, self.out_dir) from None
+        return self
+
+    def writer(self, split: str, maxcount: int = 1000, maxsize: int = 1 << 30) -> ShardWriter:
+        """A writer of one split's shards into the staging folder."""
+        assert self.staging is not None, "use ShardSet as a context manager"
+        writer = ShardWriter(self.staging, split, maxcount, maxsize)
+        self.writers.append(writer)
+        return writer
+
+    def adopt(self, shard: ShardInfo) -> ShardInfo:
+        """Bring a shard of the current set (`set-.../<name>`, as index.json lists it) into this one, by a hard
+        link (a copy where links are not possible): a split kept from an earlier run. Returns it as staged."""
+        assert self.staging is not None, "use ShardSet as a context manager"
+        source, target = self.out_dir / shard.name, self.staging / Path(shard.name).name
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        return dataclasses.replace(shard, name=target.name)
+
+    def commit(self, classes: list[str], shards: list[ShardInfo] | None = None,
+               **extra: Any) -> tuple[Path, list[ShardInfo]]:
+        """Finish every writer, rename the staging folder to `set-<digest>/` and switch index.json to it.
+        `shards` (names relative to the staging folder) replaces the writers' own list where other processes
+        wrote into `staging` (the per-split runner items of `perfdata pack`)."""
+        assert self.staging is not None, "use ShardSet as a context manager"
+        written = [s for w in self.writers for s in w.close()]
+        shards = written if shards is None else shards
+        digest = hashlib.sha256(json.dumps([[s.name, s.sha256] for s in shards]).encode()).hexdigest()
+        name = f"set-{digest[:16]}"
+        final = self.out_dir / name
+        with _locked(self.out_dir):
+            if final.exists():  # the same shards again (a rerun): replace them whole
+                old = tmp_name(final, ".old")
+                os.replace(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.staging, final)
+            self.staging = None
+            listed = [dataclasses.replace(s, name=f"{name}/{s.name}") for s in shards]
+            path = write_index(self.out_dir, listed, classes, shard_set=name, **extra)
+        self._committed = True
+        return path, listed
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(ev, OSError):
+            name_os_error(ev, self.out_dir)  # a full disk reports no path: name the shard folder
+        if self._committed:
+            return
+        for writer in self.writers:
+            writer.abort()
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.out_dir.rmdir()  # only when empty
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on `folder` itself (no lock file is left behind): one index switch at a time."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_dead_staging(out_dir: Path) -> list[Path]:
+    """Remove staging folders `.pack-<host>-<pid>-*` of this host whose process is gone (killed runs)."""
+    removed = []
+    host = socket.gethostname()
+    for path in out_dir.glob(f"{STAGING_PREFIX}*"):
+        match = re.match(rf"^{re.escape(STAGING_PREFIX)}(?P<host>.+)-(?P<pid>\d+)\.", path.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_index(out_dir: str | Path) -> dict[str, Any]:
@@ -233,16 +380,8 @@ def read_index(out_dir: str | Path) -> dict[str, Any]:
 
 
 def verify_shards(out_dir: str | Path) -> dict[str, Any]:
-    """Check every shard listed in index.json exists with the recorded size and sha256; returns the index."""
-    index = read_index(out_dir)
-    for shard in index["shards"]:
-        path = Path(out_dir) / shard["name"]
-        if not path.is_file():
-            raise InputError(path, "shard listed in index.json is missing")
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        if path.stat().st_size != shard["bytes"] or sha.hexdigest() != shard["sha256"]:
-            raise ChecksumError(path, "size or sha256 differs from index.json")
-    return index
+    """Check every shard listed in index.json: of the index's set, present, with the recorded size and sha256;
+    returns the index (see perfdata.shardcheck)."""
+    from perfdata.shardcheck import open_shard_set
+
+    return open_shard_set(out_dir, verify=True)[0]

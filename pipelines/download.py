@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from perfdata.download.extract import extract_archive, is_archive
-from perfdata.download.paths import safe_join
+from perfdata.download.paths import prune_in_progress, safe_join
 from perfdata.download.remote import RemoteFile, TransferConfig
 from perfdata.download.sources import HF_ENDPOINT, open_source
 from perfdata.download.spec import parse_chunk_spec
@@ -159,6 +159,7 @@ def download(cfg: DownloadConfig, progress: Progress | None = None) -> DownloadR
     moved, failures = _fetch_all(todo, outdir, cfg, book, source, progress)
     n_extracted = _extract_all(files, outdir, book, failures) if cfg.extract else 0
     book.save(cfg.dataset, source)
+    prune_in_progress(outdir)
     result = DownloadResult(chunk_ids, len(files), len(todo) - len(failures), len(files) - len(todo), len(failures),
                             total, moved, time.perf_counter() - t0, book.path, tuple(failures), n_extracted, source)
     _raise_on_failures(result, failures)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfdata.atomic import remove_stale
+from perfdata.atomic import remove_path, remove_stale, removed_on_error
 from perfdata.errors import ConfigError, InputError
 from perfdata.executor import ExecutorConfig
 from perfdata.grid import SparseGrid
@@ -143,7 +143,7 @@ def export_fits(fits_dir: str | Path, out: str, cfg: ExportConfig, run: RunConfi
     loc = Location(out, cfg.write.storage_options)
     work = functools.partial(export_scene, str(fits_dir), out, cfg.write)
     results = run_scene_jobs(loc, [p.name for p in done], work, cfg, run)
-    root = None if cfg.dry_run or run.dry_run else refresh_root(loc, cfg.dataset)
+    root = finish_root(loc, cfg.dataset, cfg.dry_run or run.dry_run)
     return ExportResult(out, tuple(skipped) + tuple(results), root)
 
 
@@ -161,15 +161,28 @@ def run_scene_jobs(loc: Location, scene_ids: Sequence[str], work: Callable[[str]
     beside it); a failing scene is recorded and never stops the others. Results sorted by scene id."""
     for scene_id in scene_ids:
         loc.scene_key(scene_id)  # refuses unusable ids early
-    if not (cfg.dry_run or run.dry_run):
-        from perfdata.store.writer import ensure_root
+    dry = cfg.dry_run or run.dry_run
+    new_store = loc.local_path if loc.is_local and not dry and not loc.local_path.exists() else None
+    with removed_on_error(new_store):  # a crash leaves no new store behind
+        if not dry:
+            from perfdata.store.writer import ensure_root
 
-        ensure_root(loc, cfg.dataset)
-    run = RunConfig(run.executor, run.shard, run.force or cfg.force, run.retry_failed, run.dry_run or cfg.dry_run)
-    job = StageJob(Markers.for_store(loc.url, "export"), functools.partial(_cleaned, loc, work),
-                   functools.partial(is_complete, loc))
-    outcomes = run_stage(job, list(scene_ids), run)
-    return sorted((scene_export(o) for o in outcomes), key=lambda r: r.scene_id)
+            ensure_root(loc, cfg.dataset)
+        run = RunConfig(run.executor, run.shard, run.force or cfg.force, run.retry_failed, dry)
+        job = StageJob(Markers.for_store(loc.url, "export"), functools.partial(_cleaned, loc, work),
+                       functools.partial(is_complete, loc))
+        outcomes = run_stage(job, list(scene_ids), run)
+    results = sorted((scene_export(o) for o in outcomes), key=lambda r: r.scene_id)
+    if new_store is not None and not any(r.status == "written" for r in results):
+        remove_path(new_store)  # every scene failed (a full disk...): no empty store left behind
+    return results
+
+
+def finish_root(loc: Location, dataset: str, dry_run: bool) -> RootAttrs | None:
+    """Refresh the root attrs after the writers (None on a dry run, or when no store was left: see above)."""
+    if dry_run or loc.read_json("zarr.json") is None:
+        return None
+    return refresh_root(loc, dataset)
 
 
 def _cleaned(loc: Location, work: Callable[[str], Mapping[str, Any]], scene_id: str) -> Mapping[str, Any]:

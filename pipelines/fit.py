@@ -18,6 +18,8 @@ from perfdata import atomic
 from perfdata.devices import resolve_device, versions
 from perfdata.errors import ConfigError, FitError, InputError
 from perfdata.markers import Markers
+from perfdata.memory import check_fit_memory
+from perfdata.names import scene_path
 from perfdata.records.fit import GRID_NAME, FitRecord, write_fit
 from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.scene import Scene
@@ -94,6 +96,8 @@ def fit_scenes(
     `scenes` (in-memory scenes) replaces the reader when given (in-process executors only). Otherwise the scene
     list is all of `data`, or `scene_ids`. `callback(scene_id, progress)` receives progress (in-process)."""
     out_dir = Path(out_dir)
+    if cfg.resolution:  # refused up front, with the estimate, rather than as an allocator error per scene
+        check_fit_memory(cfg.resolution, resolve_device(cfg.device))
     in_process = run.executor.kind in ("local", "threads")
     cb = callback if in_process else None
     if scenes is not None:
@@ -125,13 +129,13 @@ def fit_scene_by_id(reader: str, data: str, out_dir: str, cfg: FitConfig, callba
     from perfdata.readers import get_reader
 
     scene = get_reader(reader).load_scene(Path(data), scene_id)
-    return fit_one(scene, cfg, Path(out_dir) / scene_id, _bind(callback, scene_id))
+    return fit_one(scene, cfg, scene_path(out_dir, scene_id), _bind(callback, scene_id))
 
 
 def fit_memory_scene(scenes: Mapping[str, Scene], out_dir: str, cfg: FitConfig, callback: Callback | None,
                      scene_id: str) -> dict[str, Any]:
     """Runner work for a scene held in memory."""
-    return fit_one(scenes[scene_id], cfg, Path(out_dir) / scene_id, _bind(callback, scene_id))
+    return fit_one(scenes[scene_id], cfg, scene_path(out_dir, scene_id), _bind(callback, scene_id))
 
 
 def _bind(callback: Callback | None, scene_id: str) -> Callable[[FitProgress], None] | None:

@@ -82,6 +82,9 @@ class FitConfig:
     """Seed of ray batches and TV subsets."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
+    fused: bool = True
+    """Render with the fused kernels (perfdata.models.fused) where they compile; False: the plain PyTorch path.
+    Max-weight pruning (prune_weight > 0) always uses the plain path (it needs per-sample ids)."""
     init_from: str | None = None
     """A generalizable run folder: start from its prediction of the scene instead of a constant grid
     (`perfdata.pipelines.generalizable_export.initial_grid_from_model`)."""

@@ -32,10 +32,11 @@ from perfdata.grid import SparseGrid
 from perfdata.markers import Markers
 from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.scene import Frame
+from perfdata.store.chunks import write_chunks
 from perfdata.store.codecs import choose_codec, quiet_numcodecs
 from perfdata.store.reader import Store
 from perfdata.store.schema import SCENE_KEY
-from perfdata.store.writer import WriteConfig
+from perfdata.store.writer import WriteConfig, staging_name
 
 LABEL_SHIFT = 16  # vote keys: voxel << 16 | label
 
@@ -168,7 +169,9 @@ def label_store(store: Store, scene_id: str, labels: np.ndarray, dist: np.ndarra
     new_attrs = dataclasses.replace(attrs, extra=extra).to_json()
     loc, key = store.loc, store.loc.scene_key(scene_id)
     if loc.is_local:
-        with atomic_dir(loc.local_path / key) as tmp:
+        like = staging_name(loc, scene_id)  # beside the store, outside its hierarchy
+        remove_stale(like.parent, like.name)
+        with atomic_dir(loc.local_path / key, tmp_like=like) as tmp:
             shutil.copytree(loc.local_path / key, tmp, dirs_exist_ok=True)
             _add_arrays(zarr.storage.LocalStore(tmp), arrays, new_attrs)
     else:
@@ -184,7 +187,7 @@ def _add_arrays(target: object, arrays: dict[str, np.ndarray], attrs: dict) -> N
             choice = choose_codec(data, cfg.chunk_bytes, cfg.zstd_level)
             arr = group.create_array(name, shape=data.shape, dtype=data.dtype, overwrite=True,
                                      **choice.array_kwargs(data.shape, data.dtype, cfg.chunk_bytes))
-            arr[...] = data
+            write_chunks(arr, data)
             codecs[name] = choice.name
         group.attrs[SCENE_KEY] = dict(attrs, codecs=codecs)
 

@@ -11,7 +11,10 @@ shards (see `perfdata.shards`).
 
 Each split is one item of the per-scene runner (`perfdata.runner`; markers in `<out>/.perfdata/pack/`), so
 splits are written in parallel on any executor, a failing split never stops the other, and a rerun keeps a
-split done with the same scenes and options. index.json is written last, from the splits' done markers.
+split done with the same scenes and options. The splits write into the staging folder of one atomic shard set
+(`perfdata.shards.ShardSet`); when every split is done, the set is renamed to `set-<digest>/` (kept splits'
+shards linked in from the current set) and index.json switches to it last, so a killed or failed run leaves
+the previous set whole.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from perfdata.records.render import (
     read_render,
 )
 from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
-from perfdata.shards import INDEX_NAME, PackConfig, ShardInfo, ShardWriter, write_index
+from perfdata.shards import INDEX_NAME, PackConfig, ShardInfo, ShardSet, ShardWriter, read_index
 
 log = logging.getLogger(__name__)
 
@@ -105,32 +108,55 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig,
         return PackResult(out_dir, None, (), counts, scenes, classes, tuple(incomplete), tuple(low))
     plans = {name: SplitPlan(name, ids, classes, cfg.maxcount, cfg.maxsize) for name, ids in scenes.items()}
     markers = Markers.beside(out_dir, "pack")
-    job = StageJob(markers, functools.partial(pack_split, str(renders_dir), str(out_dir), plans),
-                   functools.partial(split_is_done, markers, str(out_dir), plans))
-    outcomes = run_stage(job, list(plans), run)
-    shards = tuple(ShardInfo(**s) for o in outcomes for s in o.facts.get("shards", ()))
-    index = None
-    if all(o.status in ("done", "skipped") for o in outcomes):
-        index = write_index(out_dir, list(shards), list(classes), seed=cfg.seed, val_fraction=cfg.val_fraction,
-                            split_by=cfg.split_by, scenes={k: list(v) for k, v in scenes.items()})
+    index, shards = None, ()
+    with ShardSet(out_dir) as shard_set:  # the splits write into its staging; index.json switches last
+        job = StageJob(markers, functools.partial(pack_split, str(renders_dir), str(shard_set.staging), plans),
+                       functools.partial(split_is_done, markers, str(out_dir), plans))
+        outcomes = run_stage(job, list(plans), run)
+        if all(o.status in ("done", "skipped") for o in outcomes):
+            index, shards = commit_splits(shard_set, outcomes, cfg, classes, scenes)
     n_samples = {k: sum(s.samples for s in shards if s.split == k) for k in splits}
     return PackResult(out_dir, index, shards, n_samples, scenes, classes, tuple(incomplete), tuple(low),
                       tuple(outcomes))
 
 
+def commit_splits(shard_set: ShardSet, outcomes: list[TaskOutcome], cfg: PackConfig, classes: tuple[str, ...],
+                  scenes: dict[str, tuple[str, ...]]) -> tuple[Path, tuple[ShardInfo, ...]]:
+    """Switch index.json to a set of every split's shards: written now (in the staging folder) or kept from the
+    current set (linked in). Nothing new: the current index stays as it is."""
+    current = read_index(shard_set.out_dir) if (shard_set.out_dir / INDEX_NAME).is_file() else None
+    if current is not None and all(o.status == "skipped" for o in outcomes):
+        return shard_set.out_dir / INDEX_NAME, tuple(ShardInfo(**s) for s in current["shards"])
+    kept = {s["name"].rsplit("/", 1)[-1]: ShardInfo(**s) for s in (current or {}).get("shards", ())}
+    staged = []
+    for o in outcomes:
+        for s in o.facts.get("shards", ()):
+            info = ShardInfo(**s)
+            staged.append(shard_set.adopt(kept[info.name]) if o.status == "skipped" else info)
+    path, listed = shard_set.commit(list(classes), staged, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                                    split_by=cfg.split_by, scenes={k: list(v) for k, v in scenes.items()})
+    return path, tuple(listed)
+
+
 def split_is_done(markers: Markers, out_dir: str, plans: dict[str, SplitPlan], split: str) -> bool:
-    """Done earlier with the same scenes, classes and shard sizes, and every shard it wrote still there."""
+    """Done earlier with the same scenes, classes and shard sizes, and every shard it wrote still listed, the
+    same, by the current index.json (so in the current shard set)."""
     rec = markers.read(split)
     if rec.state != "done" or rec.facts.get("plan") != plans[split].key():
         return False
-    return all((Path(out_dir) / s["name"]).is_file() for s in rec.facts.get("shards", ()))
+    try:
+        listed = {s["name"].rsplit("/", 1)[-1]: s for s in read_index(out_dir)["shards"]}
+    except InputError:
+        return False
+    return all(listed.get(s["name"], {}).get("sha256") == s["sha256"] for s in rec.facts.get("shards", ()))
 
 
-def pack_split(renders_dir: str, out_dir: str, plans: dict[str, SplitPlan], split: str) -> dict[str, Any]:
-    """Write one split's shards (a failure removes them); facts: the plan and the shards written."""
+def pack_split(renders_dir: str, staging: str, plans: dict[str, SplitPlan], split: str) -> dict[str, Any]:
+    """Write one split's shards into the run's staging folder (a failure removes them); facts: the plan and
+    the shards written (names relative to the set)."""
     plan = plans[split]
     root = Path(renders_dir)
-    with ShardWriter(out_dir, split, plan.maxcount, plan.maxsize) as writer:
+    with ShardWriter(staging, split, plan.maxcount, plan.maxsize) as writer:
         for sid in plan.scenes:
             meta = read_render(root / sid)
             cid = class_index(plan.classes, meta.class_name)

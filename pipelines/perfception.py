@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from perfdata.pipelines.export import ExportConfig, ExportResult, run_scene_jobs
+from perfdata.pipelines.export import ExportConfig, ExportResult, finish_root, run_scene_jobs
 
 from perfdata.errors import InputError
 from perfdata.store.location import Location
 from perfdata.store.quant import choose_density_dtype
 from perfdata.store.schema import SceneAttrs
-from perfdata.store.writer import SceneArrays, refresh_root, write_scene
+from perfdata.store.writer import SceneArrays, write_scene
 
 CKPT = "last.ckpt"
 CO3D_RESO = 256
@@ -272,5 +272,5 @@ def import_perfception(path: str | Path, out: str, cfg: ExportConfig, reso: int 
         return {"n_voxels": scene.attrs.n_voxels}
 
     results = run_scene_jobs(loc, list(by_id), job, cfg)
-    root = None if cfg.dry_run else refresh_root(loc, dataset)
+    root = finish_root(loc, dataset, cfg.dry_run)
     return ExportResult(out, tuple(results), root)

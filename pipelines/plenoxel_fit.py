@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from perfdata.models import metrics, plenoxel, plenoxel_train
+from perfdata.models import fused, metrics, plenoxel, plenoxel_train
 from perfdata.models.optim import SparseRMSProp, merge_sparse
 from perfdata.models.plenoxel import PlenoxelGrid
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
@@ -205,7 +205,8 @@ class Trainer:
         offset = torch.rand(cfg.batch_rays, generator=self.gen, device=self.device)
         bg = self.bg.clamp(0, 1) if self.learn_bg else self.bg
         out = plenoxel_train.render_train(
-            self.grid, self.accel, rays.origins[idx], rays.dirs[idx], rays.z_scale[idx], bg, offset, cfg.weight_thresh
+            self.grid, self.accel, rays.origins[idx], rays.dirs[idx], rays.z_scale[idx], bg, offset, cfg.weight_thresh,
+            fused=cfg.fused and cfg.prune_weight <= 0,
         )
         mse = torch.mean((out.rgb - rays.rgb[idx]) ** 2)
         loss = mse
@@ -229,13 +230,21 @@ class Trainer:
         n_tv = max(1, int(cfg.tv_fraction * grid.n_voxels))
         tv_rows = torch.randint(grid.n_voxels, (n_tv,), generator=self.gen, device=self.device)
         parts_s = [(out.sh_rows, _grad(out.sh_leaf))]
-        grad_d = _grad(out.density_leaf)
-        if cfg.tv_density > 0:
-            rows, g = plenoxel_train.tv_grads(grid.density, grid.links, self.coords, tv_rows, cfg.tv_density)
-            grad_d.index_add_(0, rows, g)
+        lr_d = decayed(cfg.lr_density, cfg.lr_density_final, frac)
+        tv_d = plenoxel_train.tv_grads(grid.density, grid.links, self.coords, tv_rows, cfg.tv_density) \
+            if cfg.tv_density > 0 else None
+        if out.density_rows is not None:  # fused render: a compact density gradient, a sparse step
+            rows, g = merge_sparse([(out.density_rows, _grad(out.density_leaf))] + ([tv_d] if tv_d else []),
+                                   grid.n_voxels)
+            nonzero = torch.nonzero((g != 0).any(-1)).squeeze(-1)  # as step_dense_: zero-gradient rows untouched
+            self.opt_d.step_(grid.density, rows[nonzero], g[nonzero], lr_d)
+        else:
+            grad_d = _grad(out.density_leaf)
+            if tv_d is not None:
+                grad_d.index_add_(0, *tv_d)
+            self.opt_d.step_dense_(grid.density, grad_d, lr_d)
         if cfg.tv_sh > 0:
             parts_s.append(plenoxel_train.tv_grads(grid.sh, grid.links, self.coords, tv_rows, cfg.tv_sh))
-        self.opt_d.step_dense_(grid.density, grad_d, decayed(cfg.lr_density, cfg.lr_density_final, frac))
         rows, g = merge_sparse(parts_s, grid.n_voxels)
         self.opt_s.step_(grid.sh, rows, g, decayed(cfg.lr_sh, cfg.lr_sh_final, frac))
         if self.bg_opt is not None:
@@ -259,6 +268,8 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
     if float(rays.rgb.max()) < 1e-3:
         raise FitError(f"scene {scene.scene_id}: every training image is black")
     trainer = Trainer(scene, cfg, rays, device)
+    if cfg.fused:
+        fused.available(device)  # load (or compile) the fused kernels before the clock starts
     clock, curve, marks = Clock(), [], list(cfg.eval_at_seconds)
     it, loss = 0, 0.0
     while it < cfg.steps:

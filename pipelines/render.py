@@ -61,6 +61,7 @@ from perfdata.pipelines.render_source import GridSource, open_source, scene_info
 from perfdata.atomic import remove_stale
 from perfdata.devices import resolve_device
 from perfdata.markers import Markers
+from perfdata.names import scene_path
 from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
 from perfdata.shards import ShardInfo
 
@@ -130,7 +131,7 @@ def render_scene(source: GridSource | str, out_dir: str, cfg: RenderConfig, prog
     src = open_source(source) if isinstance(source, str) else source
     info = scene_info(src, scene_id)
     remove_stale(Path(out_dir), scene_id)
-    n_views = write_scene_folder(src, info, Path(out_dir) / scene_id, cfg, progress)
+    n_views = write_scene_folder(src, info, scene_path(out_dir, scene_id), cfg, progress)  # safe, inside out_dir
     return {"n_views": n_views, "device": str(resolve_device(cfg.device)), "psnr": info.psnr}
 
 

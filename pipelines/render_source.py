@@ -120,7 +120,8 @@ class FitsSource:
     @property
     def scene_ids(self) -> list[str]:
         markers = Markers.in_folder(self.root, "fit")
-        return sorted(p.parent.name for p in self.root.glob(f"*/{GRID_NAME}") if markers.is_done(p.parent.name))
+        return sorted(p.parent.name for p in self.root.glob(f"*/{GRID_NAME}")
+                      if not p.parent.name.startswith(".") and markers.is_done(p.parent.name))
 
     def read_scene(self, scene_id: str) -> SparseGrid:
         return SparseGrid.load(self.root / scene_id / GRID_NAME)

@@ -26,7 +26,7 @@ from perfdata.records.render import (
     members_for,
     write_render,
 )
-from perfdata.shards import ShardWriter, write_index
+from perfdata.shards import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,9 @@ def render_to_shards(
     classes = sorted({i.class_name for i in infos if i.class_name is not None})
     splits = split_scene_ids([i.scene_id for i in infos], cfg.pack.val_fraction, cfg.pack.seed)
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
-    writers = {name: ShardWriter(out_dir, name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
     n_views = 0
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with ShardSet(out_dir) as shard_set:  # written whole, index.json switched last (perfdata.shards)
+        writers = {name: shard_set.writer(name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
         for info in infos:
             tiles = ContactTiles(cfg.contact_views, 1)
             cid = class_index(classes, info.class_name)
@@ -144,12 +143,7 @@ def render_to_shards(
                     progress(info.scene_id, i + 1, cfg.n_views)
             if tiles.rows:
                 contact.write_contact_sheet(out_dir / "contact" / f"{info.scene_id}.png", tiles.rows)
-        shards = [s for name in splits for s in writers[name].close()]
-        index = write_index(out_dir, shards, classes, seed=cfg.pack.seed, val_fraction=cfg.pack.val_fraction,
-                            split_by="scene", scenes={k: list(v) for k, v in splits.items()})
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
+        index, shards = shard_set.commit(classes, seed=cfg.pack.seed, val_fraction=cfg.pack.val_fraction,
+                                         split_by="scene", scenes={k: list(v) for k, v in splits.items()})
     rendered = tuple(i.scene_id for i in infos)
     return {"rendered": rendered, "n_views": n_views, "shards": tuple(shards), "index_path": index}

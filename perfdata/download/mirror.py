@@ -119,8 +119,8 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self, head: bool = False) -> None:
         rel = unquote(urlsplit(self.path).path).lstrip("/")
-        target = (self.server.root / rel).resolve()
-        if not target.is_relative_to(self.server.root) or not target.is_file():
+        target = self.resolve(rel)
+        if target is None:
             self.send_error(HTTPStatus.NOT_FOUND, "no such file")
             return
         with self.server.lock:
@@ -144,6 +144,17 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.send_body(target, rel, start, end)
+
+    def resolve(self, rel: str) -> Path | None:
+        """The file under the server's root that `rel` names, or None: outside the root, not a file, or a name the
+        file system refuses (a NUL byte, too long)."""
+        if "\x00" in rel:
+            return None
+        try:
+            target = (self.server.root / rel).resolve()
+            return target if target.is_relative_to(self.server.root) and target.is_file() else None
+        except (OSError, ValueError):
+            return None
 
     def parse_range(self, size: int) -> tuple[int, int] | None:
         """(start, end) of the body to send, end exclusive; None when the Range cannot be satisfied."""

@@ -39,3 +39,16 @@ def safe_join(root: Path, path: str, origin: str) -> Path:
     if os.path.commonpath([real_root, real]) != real_root:
         raise UnsafePathError(origin, f"refusing path {path!r}: it resolves outside {root}")
     return target
+
+
+def prune_in_progress(outdir: Path) -> None:
+    """Remove the empty folders under `outdir/_in_progress` (bottom up), and it too when empty: a finished
+    download leaves no bookkeeping folder behind; parts of unfinished files (resumable) stay."""
+    top = Path(outdir) / IN_PROGRESS
+    if not top.is_dir():
+        return
+    for folder, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(folder)  # only succeeds when empty
+        except OSError:
+            pass

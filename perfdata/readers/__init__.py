@@ -16,7 +16,8 @@ Listing a scene also checks its index files (pose files, camera models, image co
 `fit` and `scenes inspect` before anything is written; per-image problems surface when a frame loads.
 
 Scene ids come from the data (folder names, CO3D sequence names) and are untrusted: every id a reader yields
-passes `check_scene_id` (no separators, no `..`, not absolute, no NUL, at most 200 characters, no leading dot).
+passes `check_scene_id` (`perfdata.names`, the one rule: no separators, no `..`, not absolute, no NUL or control
+characters, at most 200 bytes, no leading dot).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from perfdata.errors import ConfigError, InputError
+from perfdata.names import check_scene_id  # re-exported: readers import it from here
 from perfdata.scene import Scene
 
 READERS: dict[str, str] = {
@@ -43,26 +45,7 @@ READERS: dict[str, str] = {
     "llff": "perfdata.readers.llff",
     "colmap": "perfdata.readers.colmap",
 }
-MAX_SCENE_ID = 200
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
-
-
-def check_scene_id(scene_id: str, where: str | Path | None) -> str:
-    """`scene_id` if it is safe as one path component, else an InputError naming `where` (the file or folder
-    the id came from). Safe: non-empty, at most MAX_SCENE_ID characters, no '/', '\\\\' or NUL, not '.'-led
-    (so not '..', and no hidden names)."""
-    problem = None
-    if not isinstance(scene_id, str) or not scene_id:
-        problem = "is empty"
-    elif len(scene_id) > MAX_SCENE_ID:
-        problem = f"is longer than {MAX_SCENE_ID} characters"
-    elif any(c in scene_id for c in "/\\\0"):
-        problem = "contains a path separator or NUL"
-    elif scene_id.startswith("."):
-        problem = "starts with '.'"
-    if problem:
-        raise InputError(where, f"scene id {scene_id!r} {problem}: not a safe name")
-    return scene_id
 
 
 def parse_reader_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -140,7 +123,7 @@ def list_scenes(reader: str, root: str | Path) -> list[str]:
     ids = bound.list_scenes(root)
     if not ids:
         raise InputError(root, f"no {bound.name} scenes found here")
-    return ids
+    return [check_scene_id(i, root) for i in ids]  # every reader, also a new one: the one safe-name rule
 
 
 def load_scenes(reader: str, root: str | Path, scene_ids: Sequence[str] | None = None) -> Iterator[Scene]:

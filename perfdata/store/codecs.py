@@ -10,7 +10,9 @@ with each candidate that suits its dtype and keeps the smallest (ties: the earli
   27 B/voxel. Delta (numcodecs.delta) is applied to integer arrays only, where it is lossless.
 
 Chunks hold about `chunk_bytes` (default 2 MiB) of raw data. The numcodecs delta codec is not in the zarr v3
-spec (zarr-python with numcodecs reads it); `portable=True` keeps to spec codecs only.
+spec (zarr-python with numcodecs reads it); `portable=True` keeps to spec codecs only. Every pipeline ends in a
+crc32c checksum (a zarr v3 spec codec, 4 bytes per chunk) unless `checksum=False` (benchmarks only), so a
+damaged chunk is an error on read, never wrong values (see `chunks.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, TransposeCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
+
+CHECKSUM_BYTES = 4
+"""The crc32c codec's bytes per chunk."""
 
 
 @contextmanager
@@ -54,8 +59,10 @@ class CodecChoice:
             return (rows,) + (1,) * (len(shape) - 1)
         return (rows,) + tuple(shape[1:])
 
-    def array_kwargs(self, shape: tuple[int, ...], dtype: np.dtype, chunk_bytes: int) -> dict[str, Any]:
-        """Keyword arguments for `zarr.create_array`."""
+    def array_kwargs(
+        self, shape: tuple[int, ...], dtype: np.dtype, chunk_bytes: int, checksum: bool = True
+    ) -> dict[str, Any]:
+        """Keyword arguments for `zarr.create_array` (compressor, then the crc32c checksum of the chunk)."""
         dtype = np.dtype(dtype)
         filters: list[Any] = []
         if self.filter == "transpose":
@@ -70,8 +77,9 @@ class CodecChoice:
         else:
             shuffle = "shuffle" if self.compressor == "blosc-shuffle" else "bitshuffle"
             comp = BloscCodec(cname="zstd", clevel=self.level, shuffle=shuffle, typesize=dtype.itemsize)
-        return {"chunks": self.chunks(shape, dtype.itemsize, chunk_bytes), "filters": filters, "compressors": comp,
-                "config": {"write_empty_chunks": True}}  # every chunk exists, so a missing one is damage
+        compressors = [comp, Crc32cCodec()] if checksum else [comp]
+        return {"chunks": self.chunks(shape, dtype.itemsize, chunk_bytes), "filters": filters,
+                "compressors": compressors, "config": {"write_empty_chunks": True}}  # a missing chunk is damage
 
 
 CANDIDATES: tuple[CodecChoice, ...] = (
@@ -102,9 +110,9 @@ def candidates_for(data: np.ndarray, portable: bool = False) -> list[CodecChoice
     return out
 
 
-def measure(data: np.ndarray, choice: CodecChoice, chunk_bytes: int) -> dict[str, float]:
+def measure(data: np.ndarray, choice: CodecChoice, chunk_bytes: int, checksum: bool = True) -> dict[str, float]:
     """Write `data` to an in-memory zarr array with `choice`; stored bytes per row and write / read seconds."""
-    kwargs = choice.array_kwargs(data.shape, data.dtype, chunk_bytes)
+    kwargs = choice.array_kwargs(data.shape, data.dtype, chunk_bytes, checksum)
     with quiet_numcodecs():
         arr = zarr.create_array(zarr.storage.MemoryStore(), shape=data.shape, dtype=data.dtype, **kwargs)
         t0 = time.perf_counter()
@@ -136,7 +144,7 @@ def estimate_bytes(data: np.ndarray, choice: CodecChoice, chunk_bytes: int) -> i
             piece = np.ascontiguousarray(piece.T if choice.filter == "transpose" else piece)
             if choice.filter == "delta":
                 piece = numcodecs.Delta(dtype=piece.dtype).encode(piece)
-            total += len(comp.encode(piece))
+            total += len(comp.encode(piece)) + CHECKSUM_BYTES
     return total
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,8 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from perfdata.errors import InputError
+from perfdata.names import check_scene_id
 from perfdata.store.schema import SCENES_GROUP
-
-_SCENE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-
-
-def check_scene_id(scene_id: str) -> str:
-    """Scene ids become folder names: letters, digits, '.', '_', '-', not starting with '.' or '-'."""
-    if not _SCENE_ID.match(scene_id):
-        raise InputError(None, f"scene id {scene_id!r} is not usable as a store key (letters, digits, ._-)")
-    return scene_id
 
 
 @dataclass(frozen=True)
@@ -50,7 +41,8 @@ class Location:
         return Path(self.root)
 
     def scene_key(self, scene_id: str) -> str:
-        return f"{SCENES_GROUP}/{check_scene_id(scene_id)}"
+        """`scenes/<id>`; an id that breaks the safe-name rule (perfdata.names) is refused."""
+        return f"{SCENES_GROUP}/{check_scene_id(scene_id, self.url)}"
 
     def zarr_store(self, key: str = "", read_only: bool = True) -> Any:
         """A zarr store object for `key` (a sub-path) under the root."""

@@ -20,6 +20,7 @@ import zarr
 
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
+from perfdata.store.chunks import local_array_dir, read_rows
 from perfdata.store.codecs import quiet_numcodecs
 from perfdata.store.location import Location
 from perfdata.store.quant import dequantise_sh
@@ -66,14 +67,23 @@ class Store:
         assert isinstance(arr, zarr.Array)
         return arr
 
+    def read_array(self, scene_id: str, name: str, rows: slice = slice(None)) -> np.ndarray | None:
+        """Rows of one stored array (None for an absent optional one). A corrupt (or, locally, missing) chunk is
+        an InputError naming it (`perfdata.store.chunks`)."""
+        arr = self.array(scene_id, name)
+        return None if arr is None else self._read(scene_id, name, arr, rows)
+
+    def _read(self, scene_id: str, name: str, arr: zarr.Array, rows: slice) -> np.ndarray:
+        key = f"{self.loc.scene_key(scene_id)}/{name}"
+        return read_rows(arr, rows, f"{self.loc.url}/{key}", local_array_dir(self.loc, key))
+
     def read_arrays(self, scene_id: str, rows: slice = slice(None)) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
         """The stored (quantised; sh stays uint8) per-voxel arrays of `rows`, each with its array attrs."""
         out = {}
-        with quiet_numcodecs():
-            for name in PER_VOXEL:
-                arr = self.array(scene_id, name)
-                if arr is not None:
-                    out[name] = (arr[rows], dict(arr.attrs))
+        for name in PER_VOXEL:
+            arr = self.array(scene_id, name)
+            if arr is not None:
+                out[name] = (self._read(scene_id, name, arr, rows), dict(arr.attrs))
         return out
 
     def read_scene(self, scene_id: str, rows: slice = slice(None)) -> SparseGrid:

@@ -1,19 +1,20 @@
 """`validate_store`: schema, versions, shapes, value ranges, NaNs and every chunk of a dataset store.
 
 Problems are collected, not raised, so one run names everything wrong; each names the scene, the array and,
-for unreadable data, the chunk key (e.g. `scenes/chair_1/sh/c/0/3`).
+for unreadable data, the chunk key (e.g. `scenes/chair_1/sh/c/0/3`). Every chunk is decoded, so its crc32c
+checksum is checked: a single flipped byte anywhere in a chunk is found.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
 from typing import Any
 
 import numpy as np
 import zarr
 
 from perfdata.errors import PerfdataError
+from perfdata.store.chunks import chunk_key, has_checksum, iter_chunks, local_array_dir, read_chunk
 from perfdata.store.codecs import quiet_numcodecs
 from perfdata.store.location import Location
 from perfdata.store.reader import open_store
@@ -96,6 +97,8 @@ def _check_array(loc: Location, where: str, name: str, arr: zarr.Array, attrs: S
             vals = np.asarray(arr.attrs.get(a, []), dtype=np.float64)
             if vals.shape != (k,) or not np.isfinite(vals).all():
                 problems.append(Problem(where, f"attr {a} must be {k} finite numbers"))
+    if not has_checksum(arr):
+        problems.append(Problem(where, "has no crc32c checksum codec: corruption would go unnoticed (re-export it)"))
     chunks, bad = _read_chunks(loc, where, arr)
     problems += bad
     if chunks:
@@ -104,20 +107,16 @@ def _check_array(loc: Location, where: str, name: str, arr: zarr.Array, attrs: S
 
 
 def _read_chunks(loc: Location, where: str, arr: zarr.Array) -> tuple[list[np.ndarray], list[Problem]]:
-    """Read chunk by chunk; a missing, truncated or corrupt chunk is a problem naming its key."""
-    grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+    """Read chunk by chunk; a missing, truncated or corrupt (checksum mismatch) chunk is a problem naming its key."""
     pieces, problems, rows = [], [], {}
-    for idx in product(*grid):
-        chunk_key = "c/" + "/".join(str(i) for i in idx)
-        if arr.size and not loc.fs.exists(f"{loc.root}/{where}/{chunk_key}"):
-            problems.append(Problem(f"{where}/{chunk_key}", "chunk is missing"))
+    local_dir = local_array_dir(loc, where)
+    for idx, sel in iter_chunks(arr):
+        if local_dir is None and not loc.fs.exists(f"{loc.root}/{where}/{chunk_key(idx)}"):
+            problems.append(Problem(f"{where}/{chunk_key(idx)}", "chunk is missing"))
             continue
-        sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, arr.chunks, arr.shape, strict=True))
-        try:
-            with quiet_numcodecs():
-                block = arr[sel]
-        except Exception as exc:  # noqa: BLE001 -- a decode failure is a finding
-            problems.append(Problem(f"{where}/{chunk_key}", f"chunk is unreadable ({type(exc).__name__}: {exc})"))
+        block, problem = read_chunk(arr, idx, sel, local_dir)
+        if block is None:
+            problems.append(Problem(f"{where}/{chunk_key(idx)}", str(problem)))
             continue
         rows.setdefault(idx[0], []).append(block)
     if problems:

@@ -1,6 +1,7 @@
 """Writing the dataset store: one writer per scene group, atomic per scene, root attrs refreshed at the end.
 
-Local stores: a scene is written into a temporary folder beside its final name and renamed (perfdata.atomic);
+Local stores: a scene is written into a hidden temporary folder beside the store root (outside the zarr
+hierarchy) and renamed into `scenes/<id>` (perfdata.atomic);
 remote (fsspec) stores: arrays first, then the scene attrs with `complete: true` last. Scenes are independent,
 so any number of writers (threads, processes, cluster jobs) can export different scenes into one store at once;
 `refresh_root` then lists the complete scenes and rewrites the root attrs once.
@@ -10,15 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
 from perfdata import __version__
-from perfdata.atomic import atomic_dir
+from perfdata.atomic import atomic_dir, remove_stale
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
+from perfdata.store.chunks import write_chunks
 from perfdata.store.codecs import choose_codec, quiet_numcodecs
 from perfdata.store.location import Location
 from perfdata.store.quant import choose_density_dtype, density_errors, quantise_sh
@@ -38,6 +41,8 @@ class WriteConfig:
     zstd_level: int = 3
     portable: bool = False
     """Only codecs of the zarr v3 spec (no numcodecs delta), for other zarr implementations."""
+    checksum: bool = True
+    """End every array's codecs in crc32c (keep it: False exists only to measure its cost)."""
     storage_options: dict[str, Any] = field(default_factory=dict)
     """fsspec options for remote stores."""
 
@@ -100,11 +105,11 @@ def _write_group(target: Any, scene: SceneArrays, cfg: WriteConfig) -> SceneAttr
         group.attrs[SCENE_KEY] = dataclasses.replace(scene.attrs, complete=False).to_json()
         for name, data in scene.arrays.items():
             choice = choose_codec(data, cfg.chunk_bytes, cfg.zstd_level, cfg.portable)
-            kwargs = choice.array_kwargs(data.shape, data.dtype, cfg.chunk_bytes)
+            kwargs = choice.array_kwargs(data.shape, data.dtype, cfg.chunk_bytes, cfg.checksum)
             arr = group.create_array(
                 name, shape=data.shape, dtype=data.dtype, attributes=scene.array_attrs.get(name, {}), **kwargs
             )
-            arr[...] = data
+            write_chunks(arr, data)
             codecs[name] = choice.name
         done = dataclasses.replace(scene.attrs, codecs=codecs, complete=True)
         group.attrs[SCENE_KEY] = done.to_json()
@@ -116,11 +121,20 @@ def write_scene(loc: Location, scene_id: str, scene: SceneArrays, cfg: WriteConf
     _check_arrays(scene)
     key = loc.scene_key(scene_id)
     if loc.is_local:
-        with atomic_dir(loc.local_path / key) as tmp:
+        like = staging_name(loc, scene_id)
+        remove_stale(like.parent, like.name)  # left by a killed export
+        with atomic_dir(loc.local_path / key, tmp_like=like) as tmp:
             return _write_group(zarr.storage.LocalStore(tmp), scene, cfg)
     if loc.fs.exists(f"{loc.root}/{key}"):
         loc.fs.rm(f"{loc.root}/{key}", recursive=True)
     return _write_group(loc.zarr_store(key, read_only=False), scene, cfg)
+
+
+def staging_name(loc: Location, scene_id: str) -> Path:
+    """What a local scene group is built under before its rename into `scenes/<id>`: a hidden sibling of the
+    store root (`.<store>.<id>.<random>.tmp`), outside the zarr hierarchy, so no group listing ever shows it."""
+    root = loc.local_path
+    return root.parent / f"{root.name}.{scene_id}"
 
 
 def read_scene_attrs(loc: Location, scene_id: str) -> SceneAttrs | None:

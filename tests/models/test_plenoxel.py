@@ -124,3 +124,24 @@ def test_max_weight_tracks_the_largest_neighbouring_weight() -> None:
     plenoxel_train.update_max_weight_(mw, ids, torch.tensor([0.3, 0.1]))
     plenoxel_train.update_max_weight_(mw, ids[:1], torch.tensor([0.2]))
     assert torch.allclose(mw, torch.tensor([0.3, 0.3, 0.1, 0.0, 0.0]))
+
+
+def test_build_accel_occupancy_matches_max_pool_definition() -> None:
+    """Occupancy = a 2x2x2 corner window above the threshold; coarse = blocks holding one, dilated by a block."""
+    g = torch.Generator().manual_seed(4)
+    mask = torch.rand(13, 17, 11, generator=g) < 0.05
+    grid = plenoxel_train.make_grid(mask, 0.0, np.eye(4))
+    grid.density[:] = torch.rand(grid.n_voxels, 1, generator=g) * 10
+    accel = plenoxel.build_accel(grid, 0.5, density_thresh=4.0)
+    vol = torch.nn.functional.pad(grid.dense_density(), (1, 1, 1, 1, 1, 1))
+    occ = torch.nn.functional.max_pool3d(vol[None, None], kernel_size=2, stride=1)[0, 0] > 4.0
+    assert torch.equal(accel.occupied, occ.reshape(-1)) and bool(occ.any()) and not bool(occ.all())
+    pads = [(-n) % 4 for n in occ.shape]
+    occ_f = torch.nn.functional.pad(occ.float()[None, None], (0, pads[2], 0, pads[1], 0, pads[0]))
+    coarse = torch.nn.functional.max_pool3d(occ_f, 4, 4)
+    coarse = torch.nn.functional.max_pool3d(coarse, 3, 1, 1)[0, 0] > 0
+    assert accel.coarse_dims == tuple(coarse.shape) and torch.equal(accel.coarse, coarse.reshape(-1))
+    cells = torch.nonzero(occ)
+    res = torch.tensor(grid.reso, dtype=torch.float32)
+    assert torch.allclose(accel.box_lo, ((cells.amin(0).float() - 0.5) * 2.0 / res - 1.0).clamp(-1, 1))
+    assert torch.allclose(accel.box_hi, ((cells.amax(0).float() + 0.5) * 2.0 / res - 1.0).clamp(-1, 1))

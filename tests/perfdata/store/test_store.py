@@ -153,6 +153,6 @@ def test_read_over_http_with_range_server(tmp_path, make_grid):
 
 
 def test_bad_scene_id_is_refused(tmp_path, make_grid):
-    with pytest.raises(InputError, match="not usable"):
+    with pytest.raises(InputError, match="refusing to use it as a name"):
         write_store(tmp_path / "s.zarr", {"../x": make_grid(16)})
     assert zarr is not None

@@ -42,9 +42,9 @@ def test_truncated_chunk_is_named(store, capsys):
     chunk.write_bytes(chunk.read_bytes()[:-20])
     problems = validate_store(str(store)).problems
     assert [p.where for p in problems] == ["scenes/b/density/c/0"]
-    assert "unreadable" in problems[0].message
+    assert "corrupt" in problems[0].message
     code, out = run_cli(["validate", str(store)], capsys)
-    assert code == 1 and "scenes/b/density/c/0" in out
+    assert code == 2 and "scenes/b/density/c/0" in out
 
 
 def test_missing_chunk_and_unlisted_scene(store):

@@ -1,0 +1,160 @@
+"""What a reader of a shard folder checks against its index.json (see `perfdata.shards` for the format).
+
+    entries = open_shard_set(root)                # every shard of the index's set, present, of the listed size
+    stage = shard_samples(entries.values())       # a webdataset stage: {"url": ...} -> samples
+    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), stage, ...)
+
+`open_shard_set` stats each shard (free) and refuses an index whose shards are not all of its own set, a name
+that leaves the folder, a missing shard, a size that differs, or sample counts that do not add up; with
+`verify=True` it also hashes every shard. `shard_samples` counts each shard's samples and hashes its bytes as
+they stream by, and when a shard has been read through, a count, size or sha256 that differs from index.json is a
+ChecksumError naming the shard (after its samples went by: that shard's data is suspect, the run stops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from perfdata.errors import ChecksumError, InputError
+from perfdata.shards import INDEX_NAME, read_index
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as index.json lists it, with its path on disk."""
+
+    path: Path
+    name: str
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+def open_shard_set(root: str | Path, verify: bool = False) -> tuple[dict[str, Any], list[ShardEntry]]:
+    """(index, entries) of a shard folder after the checks of the module doc; errors name the file."""
+    root = Path(root)
+    index = read_index(root)
+    where = root / INDEX_NAME
+    entries = [_entry(root, shard, index.get("shard_set")) for shard in index["shards"]]
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.split] = counts.get(e.split, 0) + e.samples
+    listed = {str(k): int(v) for k, v in dict(index["n_samples"]).items()}
+    if {k: v for k, v in counts.items() if v} != {k: v for k, v in listed.items() if v}:
+        raise InputError(where, f"n_samples {listed} disagrees with the shards' sample counts {counts}")
+    for e in entries:
+        size = e.path.stat().st_size
+        if size != e.bytes:
+            raise ChecksumError(e.path, f"is {size} bytes, index.json says {e.bytes} (truncated or replaced)")
+        if verify and hash_path(e.path) != e.sha256:
+            raise ChecksumError(e.path, "sha256 differs from index.json")
+    return index, entries
+
+
+def _entry(root: Path, shard: Any, shard_set: str | None) -> ShardEntry:
+    where = root / INDEX_NAME
+    try:
+        name, split = str(shard["name"]), str(shard["split"])
+        entry = (int(shard["samples"]), int(shard["bytes"]), str(shard["sha256"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(where, f"malformed shard entry {shard!r} ({exc})") from None
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        raise InputError(where, f"shard name {name!r} is not a plain relative path inside the folder")
+    if shard_set is not None and (len(parts) != 2 or parts[0] != shard_set):
+        raise InputError(where, f"shard {name!r} is not part of the index's shard set {shard_set!r}")
+    path = root.joinpath(*parts)
+    if not path.is_file():
+        raise InputError(path, "shard listed in index.json is missing")
+    return ShardEntry(path, name, split, *entry)
+
+
+def hash_path(path: Path, block: int = 1 << 20) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for data in iter(lambda: fh.read(block), b""):
+            sha.update(data)
+    return sha.hexdigest()
+
+
+class _Tally:
+    """A read-only file wrapper that hashes and counts every byte read."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.sha, self.n_bytes = fh, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.sha.update(data)
+        self.n_bytes += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def checked_files(src: Iterable[dict[str, Any]], entries: dict[str, ShardEntry]) -> Iterator[dict[str, Any]]:
+    """{"url"} items -> tar members {"fname", "data", "__url__"}; after each shard, its sample count, size and
+    sha256 are compared with index.json (module doc)."""
+    from webdataset.tariterators import base_plus_ext, tar_file_iterator
+
+    for item in src:
+        url = str(item["url"])
+        entry = entries[url]
+        n_samples, last = 0, None
+        with open(entry.path, "rb") as fh:
+            tally = _Tally(fh)
+            for member in tar_file_iterator(tally):  # type: ignore[arg-type]
+                key = base_plus_ext(member["fname"])[0]
+                if key != last:
+                    n_samples, last = n_samples + 1, key
+                member["__url__"] = url
+                yield member
+            tally.drain()
+        problem = _stream_problem(entry, n_samples, tally)
+        if problem is not None:
+            raise ChecksumError(entry.path, problem)
+
+
+def _stream_problem(entry: ShardEntry, n_samples: int, tally: _Tally) -> str | None:
+    if n_samples != entry.samples:
+        return f"holds {n_samples} samples, index.json says {entry.samples}"
+    if tally.n_bytes != entry.bytes:
+        return f"read {tally.n_bytes} bytes, index.json says {entry.bytes}"
+    if tally.sha.hexdigest() != entry.sha256:
+        return "sha256 of the bytes read differs from index.json"
+    return None
+
+
+def shard_samples(entries: Iterable[ShardEntry]) -> Callable[[Iterable[dict[str, Any]]], Iterator[dict[str, Any]]]:
+    """A webdataset pipeline stage ({"url": str(entry.path)} items -> samples grouped by key) that checks each
+    shard as it streams (module doc); use it in place of `wds.tarfile_to_samples()`."""
+    from webdataset.tariterators import group_by_keys
+
+    by_url = {str(e.path): e for e in entries}
+
+    def stage(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        return group_by_keys(checked_files(src, by_url))  # type: ignore[no-any-return]
+
+    return stage
+
+
+def validate_shards(root: str | Path) -> tuple[str, list[str]]:
+    """(summary, problems) for `perfdata validate` on a shard folder: the index checks with sha256, then every
+    shard streamed through and its sample count checked. Problems name the file."""
+    root = Path(root)
+    try:
+        index, entries = open_shard_set(root, verify=True)
+        by_url = {str(e.path): e for e in entries}
+        for _ in checked_files(({"url": url} for url in by_url), by_url):
+            pass
+    except InputError as exc:
+        return f"shards {root}", [str(exc)]
+    n = sum(e.samples for e in entries)
+    return f"shards {root}: {len(entries)} shards, {n} samples, set {index.get('shard_set', '-')}", []

@@ -144,13 +144,16 @@ def read_remote_index(url: str) -> dict[str, Any]:
 
 
 def check_remote_set(root: str, index: dict[str, Any]) -> None:
-    """A shard set behind a URL: plain shard names, each reachable with the size index.json records."""
+    """A shard set behind a URL: relative shard paths inside the folder, each reachable with the size index.json
+    records."""
+    from pathlib import PurePosixPath
+
     import fsspec
 
     for entry in index["shards"]:
-        name = str(entry["name"])
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise InputError(f"{root}/{INDEX_NAME}", f"shard name {name!r} is not a plain file name")
+        name = PurePosixPath(str(entry["name"]))
+        if not name.parts or name.is_absolute() or ".." in name.parts or "\\" in str(name):
+            raise InputError(f"{root}/{INDEX_NAME}", f"shard name {str(name)!r} leaves the shard folder")
     fs, _ = fsspec.core.url_to_fs(root)
     for entry in index["shards"]:
         url = f"{root}/{entry['name']}"

@@ -62,7 +62,8 @@ def read_rows(store: Store, scene_id: str, names: Sequence[str]) -> dict[str, np
         if arr is None or (name == "sh" and (arr.ndim != 2 or arr.shape[1] == 0)):
             need = "SH coefficients" if name == "sh" else f"the {name!r} array"
             raise InputError(scene_where(store, scene_id), f"array {name!r} is missing; this task needs {need}")
-        data = np.asarray(arr[:])
+        data = store.read_array(scene_id, name)  # a corrupt chunk is an InputError naming it
+        assert data is not None
         if name == "sh":
             data = dequantise_sh(data, np.asarray(arr.attrs["sh_min"]), np.asarray(arr.attrs["sh_scale"]))
         out[name] = data.astype(np.int64 if name in ("coords", "labels") else np.float32)

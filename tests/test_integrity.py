@@ -101,7 +101,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_1_flipped_bytes_inside_a_chunk_are_found_and_named(pipeline: dict[str, Path], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from perfdata.downstream.loaders import StoreGridDataset
+    from perfdata.downstream.grids import StoreGridDataset
     from perfdata.pipelines.render import RenderConfig, render_store
 
     from perfdata.store import open_store

@@ -74,12 +74,14 @@ def test_cls2d_cli_eval_images_and_bad_shards(shard_dir: Path, tmp_path: Path,
 
     bad = tmp_path / "bad"
     shutil.copytree(shard_dir, bad)
-    shutil.copy(shard_dir / "train-000001.tar", bad / "train-000000.tar")
-    index["shards"][0]["bytes"] = (bad / "train-000000.tar").stat().st_size  # sizes agree, sha256 does not
+    train = [s for s in index["shards"] if s["split"] == "train"]  # names sit in the index's shard-set folder
+    first, second = bad / train[0]["name"], bad / train[1]["name"]
+    shutil.copy(second, first)
+    train[0]["bytes"] = first.stat().st_size  # sizes agree, sha256 does not
     (bad / "index.json").write_text(json.dumps(index))
     err = run_error([*base.__getitem__(slice(0, 3)), str(bad), *base[4:], "--out", str(tmp_path / "o"), "--verify"],
                     capsys)
-    assert "train-000000.tar" in err and "sha256" in err and not (tmp_path / "o").exists()
+    assert first.name in err and "sha256" in err and not (tmp_path / "o").exists()
 
     other = make_shards(tmp_path / "other", ("sphere", "cone"), per_class=2, n_views=2, size=16)
     err = run_error([*base, "--out", str(tmp_path / "o"), "--val-shards", str(other)], capsys)

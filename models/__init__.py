@@ -8,6 +8,7 @@ choice, no config objects.
 - `plenoxel_train`: the differentiable render used by fitting, TV, coarse-to-fine resampling.
 - `fused`, `fused_kernels`: the fused render (Warp kernels for CPU and CUDA: forward, backward, inference) that
   `plenoxel` and `plenoxel_train` dispatch to, with the plain path as reference and fallback.
+- `background`: the multi-sphere (MSI) background outside the cube (Plenoxels / PeRFception, svox2 layout).
 - `optim`: the sparse per-voxel RMSProp optimiser.
 - `metrics`: PSNR, SSIM, depth abs-rel.
 """

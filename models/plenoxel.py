@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from perfdata.models import fused as fused_render
+from perfdata.models import background as background_model
 from perfdata.models import sampling, sh, volrend
 
 from perfdata.grid import SparseGrid
@@ -39,7 +40,8 @@ class PlenoxelGrid:
         density: (n, 1) float32 raw sigma per cube unit.
         sh: (n, 27) float32 SH coefficients.
         world_from_grid: (4, 4) float64 numpy similarity cube -> world.
-        background: (3,) float32 colour behind the field, or None (black).
+        background: (3,) float32 colour behind the field, or None (black); with `msi`, behind its last layer.
+        msi: the multi-sphere background outside the cube (`perfdata.models.background`), or None.
     """
 
     links: torch.Tensor
@@ -47,6 +49,7 @@ class PlenoxelGrid:
     sh: torch.Tensor
     world_from_grid: np.ndarray
     background: torch.Tensor | None = None
+    msi: background_model.MSI | None = None
 
     def __post_init__(self) -> None:
         n = self.density.shape[0]
@@ -75,12 +78,17 @@ class PlenoxelGrid:
         c = torch.from_numpy(grid.coords.astype(np.int64))
         links[c[:, 0], c[:, 1], c[:, 2]] = torch.arange(len(c), dtype=torch.int32)
         bg = None if grid.background is None else torch.as_tensor(grid.background, dtype=torch.float32, device=device)
+        msi = None
+        if grid.msi is not None:
+            behind = bg if bg is not None else torch.zeros(3, device=device)
+            msi = background_model.MSI(torch.as_tensor(grid.msi, dtype=torch.float32).to(device), behind)
         return cls(
             links=links.to(device),
             density=torch.as_tensor(grid.density, dtype=torch.float32).reshape(-1, 1).to(device),
             sh=torch.as_tensor(grid.sh, dtype=torch.float32).to(device),
             world_from_grid=np.asarray(grid.world_from_grid, dtype=np.float64),
             background=bg,
+            msi=msi,
         )
 
     def to_sparse(self) -> SparseGrid:
@@ -95,6 +103,7 @@ class PlenoxelGrid:
             world_from_grid=self.world_from_grid.copy(),
             sh_degree=2,
             background=None if self.background is None else self.background.detach().cpu().numpy(),
+            msi=None if self.msi is None else self.msi.to_numpy(),
         )
 
     def dense_density(self) -> torch.Tensor:
@@ -291,6 +300,13 @@ def default_background(grid: PlenoxelGrid) -> torch.Tensor:
     return grid.background if grid.background is not None else torch.zeros(3, device=grid.device)
 
 
+def ray_background(grid: PlenoxelGrid, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """What lies behind the grid along cube rays: (n, 3) from its MSI, else its constant colour (3,)."""
+    if grid.msi is not None:
+        return background_model.render(grid.msi, origins, dirs)
+    return default_background(grid)
+
+
 @torch.no_grad()
 def render_rays(
     grid: PlenoxelGrid, origins: torch.Tensor, dirs: torch.Tensor, step: float = 0.5,
@@ -302,7 +318,8 @@ def render_rays(
     Args:
         grid: the field. origins: (n, 3) world ray origins. dirs: (n, 3) world directions; with camera-z 1
             (`perfdata.camera.pixel_rays`) the returned depth is z-depth, with unit directions ray distance.
-        step: sample spacing in voxels. background: (3,) colour; default the grid's own (else black).
+        step: sample spacing in voxels. background: (3,) colour; default the grid's own: its MSI along each
+            ray (`ray_background`), else its colour, else black.
         accel: a prebuilt `build_accel(grid, step)` to reuse across calls.
         weight_thresh: SH colour is evaluated only where the compositing weight exceeds this.
         fused: use the fused kernels where they compile (see `render_cube_rays`).
@@ -313,7 +330,7 @@ def render_rays(
     assert origins.shape == dirs.shape and origins.ndim == 2 and origins.shape[1] == 3, "rays must be (n, 3)"
     accel = build_accel(grid, step) if accel is None else accel
     o, d, zs = rays_to_cube(np.linalg.inv(grid.world_from_grid), origins.to(grid.device), dirs.to(grid.device))
-    bg = default_background(grid) if background is None else background.to(grid.device)
+    bg = ray_background(grid, o, d) if background is None else background.to(grid.device)
     return render_cube_rays(grid, accel, o, d, zs, bg, weight_thresh, fused)
 
 

@@ -36,7 +36,10 @@ class SparseGrid:
         sh_degree: SH degree (2: 27 coefficients).
         logits: optional (n, n_classes) float32 semantic logits.
         labels: optional (n,) int16 class ids, -1 = ignore.
-        background: optional (3,) float32 constant background colour the fit used or learned.
+        background: optional (3,) float32 constant background colour the fit used or learned (with `msi`:
+            the colour behind its outermost layer).
+        msi: optional (2H, H, L, 4) float32 multi-sphere background outside the cube, raw values in svox2's
+            layout (`perfdata.models.background`).
     """
 
     coords: np.ndarray
@@ -48,6 +51,7 @@ class SparseGrid:
     logits: np.ndarray | None = None
     labels: np.ndarray | None = None
     background: np.ndarray | None = None
+    msi: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.coords)
@@ -57,6 +61,8 @@ class SparseGrid:
         assert self.sh.shape == (n, n_sh), f"sh must be ({n}, {n_sh}), got {self.sh.shape}"
         assert self.logits is None or self.logits.shape[0] == n, "logits must have one row per voxel"
         assert self.labels is None or self.labels.shape == (n,), "labels must be (n,)"
+        assert self.msi is None or (self.msi.ndim == 4 and self.msi.shape[0] == 2 * self.msi.shape[1]
+                                    and self.msi.shape[3] == 4), "msi must be (2H, H, L, 4)"
 
     @property
     def n_voxels(self) -> int:
@@ -100,7 +106,7 @@ class SparseGrid:
             "world_from_grid": np.asarray(self.world_from_grid, dtype=np.float64),
             "sh_degree": np.array(self.sh_degree),
         }
-        for name in ("logits", "labels", "background"):
+        for name in ("logits", "labels", "background", "msi"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -130,6 +136,7 @@ class SparseGrid:
                 logits=data.get("logits"),
                 labels=data.get("labels"),
                 background=data.get("background"),
+                msi=None if data.get("msi") is None else data["msi"].astype(np.float32),
             )
         except (KeyError, AssertionError) as exc:
             raise InputError(path, f"grid file is incomplete or inconsistent ({exc})") from None

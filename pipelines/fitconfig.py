@@ -11,6 +11,7 @@ from typing import Any
 from perfdata.errors import ConfigError
 
 METHODS = ("plenoxel", "semantic", "generalizable")
+BACKGROUNDS = ("auto", "white", "black", "learned", "msi")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,25 @@ class FitConfig:
     init_from_depth: bool = True
     """With depth: allocate only voxels near back-projected depth points (free space starts empty)."""
     background: str = "auto"
-    """auto (the scene's, learned when unknown), white, black or learned (a constant colour)."""
+    """What lies behind the grid: white, black or learned (a constant colour), or msi (multi-sphere layers
+    outside the cube, for surroundings). auto picks from the capture (`perfdata.pipelines.capture`): a known
+    colour (masked / alpha frames) -> it; an object with its surroundings or a forward-facing capture -> msi;
+    a room -> learned."""
+    msi_layers: int = 16
+    """MSI background: concentric layers (PeRFception's CO3D fits: 16)."""
+    msi_height: int = 64
+    """MSI background: texels per layer in latitude (longitude: twice as many)."""
+    lr_msi_colour: float = 0.1
+    """RMSProp learning rate of the MSI colours at the start (decays tenfold by the end, as the grid's)."""
+    lr_msi_density: float = 3.0
+    """RMSProp learning rate of the MSI densities at the start."""
+    msi_density_init: float = 0.1
+    """Initial raw density (per cube unit) of every MSI texel."""
+    tv_msi: float = 1e-3
+    """Weight of squared-difference TV between neighbouring MSI texels."""
+    camera_clearance: float = 2.0
+    """With an MSI: the cube is shrunk about its centre (never grown) until every training camera is at least
+    this many cube half-sizes from it, so the grid cannot fill the space in front of the lenses."""
     downscale: float = 1.0
     """Images are resized by 1/downscale before fitting."""
     holdout_every: int = 8
@@ -96,8 +115,10 @@ class FitConfig:
             raise ConfigError(f"resolution must be sizes >= 2, got {self.resolution}")
         if len(self.upsample_at) < len(self.resolution) - 1:
             raise ConfigError(f"upsample_at needs {len(self.resolution) - 1} fractions for resolution {self.resolution}")
-        if self.background not in ("auto", "white", "black", "learned"):
-            raise ConfigError(f"background must be auto, white, black or learned, got {self.background!r}")
+        if self.background not in BACKGROUNDS:
+            raise ConfigError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+        if self.msi_layers < 2 or self.msi_height < 2:
+            raise ConfigError(f"msi_layers and msi_height must be >= 2, got {self.msi_layers}, {self.msi_height}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.downscale <= 0 or self.batch_rays <= 0 or self.steps <= 0 or self.step_size <= 0:

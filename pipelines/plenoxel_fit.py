@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from perfdata.models import background as background_model
 from perfdata.models import fused, metrics, plenoxel, plenoxel_train
 from perfdata.models.optim import SparseRMSProp, merge_sparse
 from perfdata.models.plenoxel import PlenoxelGrid
+from perfdata.pipelines.capture import choose_background, cleared_cube
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 from perfdata import camera, images
@@ -69,25 +71,32 @@ def composited_image(frame: Frame, background: float | None, size: tuple[int, in
 
 
 def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
-    """The scene as fitted: held-out split, downscaled frames, colour composited over a known background."""
+    """The scene as fitted: held-out split, downscaled frames, colour composited over a known background; the
+    background chosen (`capture.choose_background`) in meta["fit_background"]; with an MSI the cube cleared
+    from the cameras (`capture.cleared_cube`)."""
     if cfg.holdout_every > 0:
         scene = scene.with_holdout(cfg.holdout_every)
-    choice = cfg.background if cfg.background != "auto" else scene.background
-    bg = {"white": 1.0, "black": 0.0}.get(choice or "")
+    choice = choose_background(scene, cfg)
+    bg = {"white": 1.0, "black": 0.0}.get(choice)
+    world_from_grid = scene.world_from_grid
+    if choice == "msi":
+        centres = np.stack([f.c2w[:3, 3] for f in scene.train_frames]) if scene.train_frames else np.zeros((0, 3))
+        world_from_grid = cleared_cube(world_from_grid, centres, cfg.camera_clearance)
     frames = []
     for f in scene.frames:
         small = f.downscaled(cfg.downscale)
         source = small if f.prescaled else f  # a stored smaller copy (LLFF's images_8/) is read as it is
         image = functools.partial(composited_image, source, bg, (small.height, small.width))
         frames.append(dataclasses.replace(small, image=image))
-    return dataclasses.replace(scene, frames=tuple(frames))
+    meta = {**scene.meta, "fit_background": choice}
+    return dataclasses.replace(scene, frames=tuple(frames), world_from_grid=world_from_grid, meta=meta)
 
 
 def resolve_background(scene: Scene, cfg: FitConfig, device: torch.device) -> tuple[torch.Tensor, bool]:
-    """(3,) starting background colour and whether it is learned."""
-    choice = cfg.background if cfg.background != "auto" else (scene.background or "learned")
+    """(3,) starting background colour (with an MSI: behind its last layer) and whether it is learned."""
+    choice = scene.meta.get("fit_background") or choose_background(scene, cfg)
     value = {"white": 1.0, "black": 0.0}.get(choice, 0.5)
-    return torch.full((3,), value, device=device), choice == "learned"
+    return torch.full((3,), value, device=device), choice in ("learned", "msi")
 
 
 def initial_grid(scene: Scene, cfg: FitConfig, rays: RaySet, background: torch.Tensor) -> PlenoxelGrid:
@@ -123,6 +132,8 @@ def evaluate(grid: PlenoxelGrid, frames: Sequence[Frame], step: float, max_views
         ssims.append(metrics.ssim(pred, target))
         depth = f.load_depth()
         if depth is not None:
+            if grid.msi is not None:  # only what the grid holds: surfaces beyond the cube are the MSI's
+                depth = depth_inside_cube(depth, f, np.linalg.inv(grid.world_from_grid))
             gt = torch.from_numpy(depth).to(grid.device)
             valid = gt > 0
             pred = out["depth"] / out["opacity"].clamp_min(1e-6)  # depth of the surface seen, not mixed with 0
@@ -132,6 +143,16 @@ def evaluate(grid: PlenoxelGrid, frames: Sequence[Frame], step: float, max_views
     if n_depth:
         result["depth_abs_rel"] = err / n_depth
     return result
+
+
+def depth_inside_cube(depth: np.ndarray, frame: Frame, grid_from_world: np.ndarray) -> np.ndarray:
+    """The z-depth map (H, W) with 0 (unknown) where the surface seen lies outside the cube [-1, 1]^3."""
+    points, flat = camera.backproject(depth, frame.K, frame.c2w)
+    cube = points @ grid_from_world[:3, :3].T + grid_from_world[:3, 3]
+    out = np.zeros(depth.size, dtype=np.float32)
+    inside = flat[np.abs(cube).max(axis=1) <= 1.0]
+    out[inside] = depth.reshape(-1)[inside]
+    return out.reshape(depth.shape)
 
 
 class Clock:
@@ -168,8 +189,14 @@ class Trainer:
         bg, self.learn_bg = resolve_background(scene, cfg, device)
         self.bg = bg.clone().requires_grad_(self.learn_bg)
         self.bg_opt = torch.optim.Adam([self.bg], lr=1e-2) if self.learn_bg else None
+        self.msi = MSIFit(cfg, device) if scene.meta.get("fit_background") == "msi" else None
         self.stage = 0
         self.set_grid(initial_grid(scene, cfg, rays, bg))
+        if self.msi is not None and rays.depth is not None:  # surfaces beyond the cube are the MSI's: no target
+            points = rays.origins + rays.dirs * (rays.depth / rays.z_scale)[:, None]
+            outside = points.abs().amax(dim=1) > 1.0
+            self.rays = rays = dataclasses.replace(rays, depth=torch.where(outside, torch.zeros_like(rays.depth),
+                                                                           rays.depth))
         known = rays.depth[rays.depth > 0] if rays.depth is not None else None
         self.depth_norm = float(known.median()) if known is not None and known.numel() else 1.0
         self.n_rays = self.n_samples = self.n_alive = self.n_colour = 0
@@ -204,6 +231,8 @@ class Trainer:
         idx = torch.randint(rays.origins.shape[0], (cfg.batch_rays,), generator=self.gen, device=self.device)
         offset = torch.rand(cfg.batch_rays, generator=self.gen, device=self.device)
         bg = self.bg.clamp(0, 1) if self.learn_bg else self.bg
+        if self.msi is not None:
+            bg = self.msi.render(bg, rays.origins[idx], rays.dirs[idx])
         out = plenoxel_train.render_train(
             self.grid, self.accel, rays.origins[idx], rays.dirs[idx], rays.z_scale[idx], bg, offset, cfg.weight_thresh,
             fused=cfg.fused and cfg.prune_weight <= 0,
@@ -215,6 +244,8 @@ class Trainer:
             known = target > 0
             if bool(known.any()):
                 loss = loss + cfg.depth_weight * ((out.depth - target).abs()[known]).mean() / self.depth_norm
+        if self.msi is not None and cfg.tv_msi > 0:
+            loss = loss + cfg.tv_msi * background_model.tv_loss(self.msi.data())
         loss.backward()
         self.apply_grads(out, frac)
         if cfg.prune_weight > 0:
@@ -250,11 +281,43 @@ class Trainer:
         if self.bg_opt is not None:
             self.bg_opt.step()
             self.bg_opt.zero_grad()
+        if self.msi is not None:
+            self.msi.step(frac)
 
     def final_grid(self) -> PlenoxelGrid:
         """The grid with the background used (or learned) so far."""
         self.grid.background = self.bg.detach().clamp(0, 1).clone()
+        if self.msi is not None:
+            self.grid.msi = background_model.MSI(self.msi.data().detach().clone(), self.grid.background)
         return self.grid
+
+
+class MSIFit:
+    """The MSI background's parameters while fitting: colour and density texels (dense: 2H x H x L, small next
+    to the grid), RMSProp with their own learning rates, decayed tenfold over the fit like the grid's."""
+
+    def __init__(self, cfg: FitConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        shape = (2 * cfg.msi_height, cfg.msi_height, cfg.msi_layers)
+        self.colour = torch.zeros((*shape, 3), device=device, requires_grad=True)
+        self.density = torch.full((*shape, 1), cfg.msi_density_init, device=device, requires_grad=True)
+        self.opt = torch.optim.RMSprop([{"params": [self.colour], "lr": cfg.lr_msi_colour},
+                                        {"params": [self.density], "lr": cfg.lr_msi_density}],
+                                       alpha=cfg.rmsprop_beta, eps=1e-8)
+
+    def data(self) -> torch.Tensor:
+        return torch.cat([self.colour, self.density], dim=-1)
+
+    def render(self, behind: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """(n, 3) background colour of cube rays, differentiable in the texels (and in `behind`)."""
+        data = self.data()
+        return background_model.render(background_model.MSI(data, behind), origins, dirs)
+
+    def step(self, frac: float) -> None:
+        for group, lr0 in zip(self.opt.param_groups, (self.cfg.lr_msi_colour, self.cfg.lr_msi_density)):
+            group["lr"] = decayed(lr0, 0.1 * lr0, frac)
+        self.opt.step()
+        self.opt.zero_grad()
 
 
 def _grad(leaf: torch.Tensor) -> torch.Tensor:
@@ -299,4 +362,5 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
         "alive_samples_per_second": trainer.n_alive / max(train_seconds, 1e-9),
         "colour_samples_per_second": trainer.n_colour / max(train_seconds, 1e-9),
     }
-    return FitResult(grid.to_sparse(), result, tuple(curve), it, train_seconds, str(device), stats, cfg)
+    used = dataclasses.replace(cfg, background=scene.meta.get("fit_background") or choose_background(scene, cfg))
+    return FitResult(grid.to_sparse(), result, tuple(curve), it, train_seconds, str(device), stats, used)

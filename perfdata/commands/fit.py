@@ -39,6 +39,9 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 @click.option("--holdout-every", type=click.IntRange(min=0), default=None, help="Hold out frame i when i % K == 0 (default 8; 0 keeps the reader's split).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="JSON file of FitConfig fields.")
 @click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--background", type=click.Choice(["auto", "white", "black", "learned", "msi"]), default=None,
+              help="plenoxel: what lies behind the grid (default auto: from the capture; fit.json records the "
+                   "choice). msi = multi-sphere layers outside the cube, for captures with surroundings.")
 @click.option("--source-views", type=click.IntRange(min=1), default=None,
               help="generalizable: source views per scene (default 3).")
 @click.option("--resume", is_flag=True, help="generalizable: continue the run's checkpoint in OUT.")
@@ -48,7 +51,7 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ...], device: str | None,
         steps: int | None, max_seconds: float | None, resolution: str | None, downscale: float | None,
         holdout_every: int | None, config_file: str | None, seed: int | None, source_views: int | None,
-        resume: bool, init_from: str | None, run: RunConfig) -> None:
+        resume: bool, init_from: str | None, background: str | None, run: RunConfig) -> None:
     """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped.
     Exits 1 when a scene failed (see `perfdata status OUT`). --method generalizable trains one field across the
     scenes into OUT (model.safetensors, curves.png, fit.json)."""
@@ -66,7 +69,7 @@ def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ..
 
         load_model(init_from)  # a bad checkpoint is bad input before any fit starts
     cfg = _config(config_file, method, device, steps, max_seconds, resolution, downscale, holdout_every, seed)
-    cfg = dataclasses.replace(cfg, init_from=init_from)
+    cfg = dataclasses.replace(cfg, init_from=init_from, **({"background": background} if background else {}))
     outcomes = _run(reader, data, scene_ids, out, cfg, run)
     print_outcomes(f"fit {method} -> {out}", outcomes, [
         ("ssim", lambda o: _fmt(o.metrics.get("ssim"), 3)), ("depth_abs_rel", lambda o: _fmt(o.metrics.get("depth_abs_rel"), 3))])

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from perfdata.models import fused as fused_render
 from perfdata.models import background as background_model
+from perfdata.models import fused as fused_render
 from perfdata.models import sampling, sh, volrend
 
 from perfdata.grid import SparseGrid

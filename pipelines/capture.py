@@ -13,8 +13,8 @@ benchmarks/real.py; README "Real captures".
 from __future__ import annotations
 
 import numpy as np
-
 from perfdata.pipelines.fitconfig import FitConfig
+
 from perfdata.scene import Scene, decompose_similarity, similarity
 
 KNOWN_COLOURS = ("white", "black")

@@ -314,7 +314,8 @@ class MSIFit:
         return background_model.render(background_model.MSI(data, behind), origins, dirs)
 
     def step(self, frac: float) -> None:
-        for group, lr0 in zip(self.opt.param_groups, (self.cfg.lr_msi_colour, self.cfg.lr_msi_density)):
+        for group, lr0 in zip(self.opt.param_groups, (self.cfg.lr_msi_colour, self.cfg.lr_msi_density),
+                             strict=True):
             group["lr"] = decayed(lr0, 0.1 * lr0, frac)
         self.opt.step()
         self.opt.zero_grad()

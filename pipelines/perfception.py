@@ -5,7 +5,9 @@ A scene folder (`plenoxel_co3d_<seq>/`, found as PATH itself, PATH/*/ or PATH/NN
   `model.density_data` f32 [N, 1], `model.sh_data` uint8 [N, 27], optionally `model.background_links` int32
   [1024, 512] and `model.background_data` uint8 [M, 16, 4]; the top level has `model.sh_data_min` /
   `model.sh_data_scale` [1, 27] (value = q * scale + min -- the store's own quantisation, so SH bytes are copied
-  as released) and `reso_idx`. Tensors may have been saved on CUDA: loaded with map_location="cpu".
+  as released), `model.background_data_min` / `_scale` for the background's bytes (imported into the scene's
+  `background/` group as released, `perfdata.store.background`; rendered by `perfdata.models.background`),
+  and `reso_idx`. Tensors may have been saved on CUDA: loaded with map_location="cpu".
 - side files: `trans_info.npz` (pcd_mean, scene_scale, T, frame_ids), `label_info.npz` (class_label, sscale,
   cameras), `class_info.txt` (class name), `results.json` (metrics).
 
@@ -32,6 +34,8 @@ import numpy as np
 from perfdata.pipelines.export import ExportConfig, ExportResult, finish_root, run_scene_jobs
 
 from perfdata.errors import InputError
+from perfdata.store.background import BackgroundArrays
+from perfdata.store.background import from_released as background_from_released
 from perfdata.store.location import Location
 from perfdata.store.quant import choose_density_dtype
 from perfdata.store.schema import SceneAttrs
@@ -40,6 +44,8 @@ from perfdata.store.writer import SceneArrays, write_scene
 CKPT = "last.ckpt"
 CO3D_RESO = 256
 REQUIRED_KEYS = ("model.links_idx", "model.density_data", "model.sh_data", "model.sh_data_min", "model.sh_data_scale")
+BACKGROUND_KEYS = ("model.background_links", "model.background_data", "model.background_data_min",
+                   "model.background_data_scale")
 
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
@@ -110,9 +116,10 @@ def checkpoint_tensors(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
     out = {k: np.asarray(pick(k).detach().cpu().numpy()) for k in REQUIRED_KEYS}
-    for k in ("model.background_links", "model.background_data"):
+    for k in BACKGROUND_KEYS:
         if pick(k) is not None:
-            out[k] = np.asarray(pick(k).detach().cpu().numpy())
+            value = pick(k)
+            out[k] = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
     if ckpt.get("reso_idx") is not None:
         out["reso_idx"] = np.asarray(int(ckpt["reso_idx"]))
     return out
@@ -214,9 +221,7 @@ def perfception_scene(folder: Path, reso: int = CO3D_RESO) -> SceneArrays:
     dtype = choose_density_dtype(density)
     arrays = {"coords": decode_links(links[order], reso), "density": density[order].astype(dtype),
               "sh": np.ascontiguousarray(sh[order])}
-    if "model.background_links" in t and "model.background_data" in t:
-        arrays["background_links"] = t["model.background_links"].astype(np.int32)
-        arrays["background_data"] = t["model.background_data"].astype(np.uint8)
+    bg = released_background(t, ckpt_path)
     world_from_grid, extra = world_from_trans_info(folder)
     info = side_info(folder)
     extra.update(info["extra"])
@@ -231,7 +236,19 @@ def perfception_scene(folder: Path, reso: int = CO3D_RESO) -> SceneArrays:
                       "density_max_abs_err": float(np.abs(stored - density[order]).max()) if n else 0.0},
     )
     array_attrs = {"sh": {"sh_min": sh_min.astype(float).tolist(), "sh_scale": sh_scale.astype(float).tolist()}}
-    return SceneArrays(arrays, array_attrs, attrs)
+    return SceneArrays(arrays, array_attrs, attrs, bg)
+
+
+def released_background(t: dict[str, np.ndarray], ckpt_path: Path) -> BackgroundArrays | None:
+    """The checkpoint's MSI background (`model.background_data` uint8 [M, L, 4] with `_min` / `_scale`, and
+    `model.background_links` [2H, H]) for the store's background group, bytes as released; None without one."""
+    if "model.background_data" not in t:
+        return None
+    missing = [k for k in ("model.background_data_min", "model.background_data_scale") if k not in t]
+    if missing:
+        raise InputError(ckpt_path, f"checkpoint has model.background_data but lacks {', '.join(missing)}")
+    return background_from_released(t["model.background_data"], t.get("model.background_links"),
+                                    t["model.background_data_min"], t["model.background_data_scale"], str(ckpt_path))
 
 
 def find_scene_folders(path: str | Path) -> list[Path]:

@@ -20,6 +20,9 @@ import zarr
 
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
+from perfdata.store import background
+from perfdata.store.background import GROUP as BACKGROUND_GROUP
+from perfdata.store.background import KEY as BACKGROUND_KEY
 from perfdata.store.chunks import local_array_dir, read_rows
 from perfdata.store.codecs import quiet_numcodecs
 from perfdata.store.location import Location
@@ -86,6 +89,32 @@ class Store:
                 out[name] = (self._read(scene_id, name, arr, rows), dict(arr.attrs))
         return out
 
+    def read_background(self, scene_id: str) -> np.ndarray | None:
+        """The scene's MSI background as dense float32 (2H, H, L, 4) (`perfdata.store.background`), or None.
+        A corrupt chunk is an InputError naming it."""
+        where = f"{self.loc.url}/{self.loc.scene_key(scene_id)}/{BACKGROUND_GROUP}"
+        try:
+            with quiet_numcodecs():
+                sub = self.group(scene_id)[BACKGROUND_GROUP]
+        except KeyError:
+            return None
+        if not isinstance(sub, zarr.Group):
+            raise InputError(where, "is not a group")
+        attrs = background.check_attrs(dict(sub.attrs).get(BACKGROUND_KEY), where)
+        parts = {}
+        for name in ("data", "links"):
+            try:
+                with quiet_numcodecs():
+                    arr = sub[name]
+            except KeyError:
+                if name == "data":
+                    raise InputError(where, "array 'data' is missing") from None
+                continue
+            assert isinstance(arr, zarr.Array)
+            key = f"{self.loc.scene_key(scene_id)}/{BACKGROUND_GROUP}/{name}"
+            parts[name] = read_rows(arr, slice(None), f"{self.loc.url}/{key}", local_array_dir(self.loc, key))
+        return background.decode(parts["data"], parts.get("links"), attrs, where)
+
     def read_scene(self, scene_id: str, rows: slice = slice(None)) -> SparseGrid:
         """The scene (or a row range of it) as a SparseGrid with dequantised float32 values."""
         attrs = self.scene_attrs(scene_id)
@@ -99,6 +128,7 @@ class Store:
             logits=data["logits"][0].astype(np.float32) if "logits" in data else None,
             labels=data["labels"][0] if "labels" in data else None,
             background=None if bg is None else np.asarray(bg, np.float32),
+            msi=self.read_background(scene_id),
         )
 
     def read_tensors(self, scene_id: str) -> dict[str, torch.Tensor]:

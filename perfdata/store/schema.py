@@ -9,7 +9,8 @@ NAME.zarr/                      attrs {"perfdata": RootAttrs}
     labels    (N,)   int16      optional; -1 = ignore
     label_dist (N,)  float16    optional; metres to the labelled vertex a label came from
     logits    (N, C) float16    optional, from a semantic field
-    background_links / background_data   optional, PeRFception's background (kept as released)
+    background/               optional group: the scene's MSI background (`perfdata.store.background`), own
+                              format_version; PeRFception's `background_data` / `_links` import here
 ```
 Every array is a plain zarr v3 array: any zarr reader sees the public shapes and dtypes above. Chunking and
 codecs vary per array (chosen by measurement, see `codecs.py`); they are recorded in each array's metadata.
@@ -38,8 +39,6 @@ ARRAYS: dict[str, tuple[int, tuple[str, ...]]] = {
     "labels": (1, ("int16",)),
     "label_dist": (1, ("float16", "float32")),
     "logits": (2, ("float16", "float32")),
-    "background_links": (2, ("int32",)),
-    "background_data": (3, ("uint8",)),
 }
 REQUIRED_ARRAYS = ("coords", "density", "sh")
 PER_VOXEL = ("coords", "density", "sh", "labels", "label_dist", "logits")

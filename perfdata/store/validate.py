@@ -14,6 +14,8 @@ import numpy as np
 import zarr
 
 from perfdata.errors import PerfdataError
+from perfdata.store import background
+from perfdata.store.background import GROUP as BACKGROUND_GROUP
 from perfdata.store.chunks import chunk_key, has_checksum, iter_chunks, local_array_dir, read_chunk
 from perfdata.store.codecs import quiet_numcodecs
 from perfdata.store.location import Location
@@ -81,7 +83,42 @@ def _check_scene(loc: Location, scene_id: str) -> tuple[list[Problem], int]:
             arr = group[name]
         assert isinstance(arr, zarr.Array)
         problems += _check_array(loc, f"{key}/{name}", name, arr, attrs)
+    with quiet_numcodecs():
+        groups = set(group.group_keys())
+    problems += [Problem(f"{key}/{g}", "unknown group") for g in sorted(groups - {BACKGROUND_GROUP})]
+    if BACKGROUND_GROUP in groups:
+        problems += _check_background(loc, f"{key}/{BACKGROUND_GROUP}", group[BACKGROUND_GROUP])  # type: ignore[arg-type]
     return problems, attrs.n_voxels
+
+
+def _check_background(loc: Location, where: str, sub: zarr.Group) -> list[Problem]:
+    """The background group: versioned attrs, its arrays' checksums and chunks, and that they decode."""
+    try:
+        attrs = background.check_attrs(dict(sub.attrs).get(background.KEY), where)
+    except PerfdataError as exc:
+        return [Problem(where, str(exc).removeprefix(f"{where}: "))]
+    with quiet_numcodecs():
+        names = set(sub.array_keys())
+    problems = [Problem(f"{where}/{a}", "unknown array") for a in sorted(names - {"data", "links"})]
+    if "data" not in names:
+        return [*problems, Problem(where, "array 'data' is missing")]
+    parts = {}
+    for name in sorted(names & {"data", "links"}):
+        with quiet_numcodecs():
+            arr = sub[name]
+        assert isinstance(arr, zarr.Array)
+        if not has_checksum(arr):
+            problems.append(Problem(f"{where}/{name}", "has no crc32c checksum codec: corruption would go unnoticed"))
+        chunks, bad = _read_chunks(loc, f"{where}/{name}", arr)
+        problems += bad
+        if chunks:
+            parts[name] = np.concatenate(chunks)
+    if not problems and "data" in parts:
+        try:
+            background.decode(parts["data"], parts.get("links"), attrs, where)
+        except PerfdataError as exc:
+            problems.append(Problem(where, str(exc).removeprefix(f"{where}: ")))
+    return problems
 
 
 def _check_array(loc: Location, where: str, name: str, arr: zarr.Array, attrs: SceneAttrs) -> list[Problem]:

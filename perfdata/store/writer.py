@@ -21,6 +21,10 @@ from perfdata import __version__
 from perfdata.atomic import atomic_dir, remove_stale
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
+from perfdata.store.background import GROUP as BACKGROUND_GROUP
+from perfdata.store.background import KEY as BACKGROUND_KEY
+from perfdata.store.background import BackgroundArrays
+from perfdata.store.background import quantise as quantise_background
 from perfdata.store.chunks import write_chunks
 from perfdata.store.codecs import choose_codec, quiet_numcodecs
 from perfdata.store.location import Location
@@ -54,6 +58,8 @@ class SceneArrays:
     arrays: dict[str, np.ndarray]
     array_attrs: dict[str, dict[str, Any]]
     attrs: SceneAttrs
+    background: BackgroundArrays | None = None
+    """The scene's background model, written into its own group (`perfdata.store.background`)."""
 
 
 def grid_arrays(grid: SparseGrid, cfg: WriteConfig, **attrs: Any) -> SceneArrays:
@@ -84,7 +90,8 @@ def grid_arrays(grid: SparseGrid, cfg: WriteConfig, **attrs: Any) -> SceneArrays
         world_from_grid=tuple(tuple(float(v) for v in row) for row in np.asarray(grid.world_from_grid)),
         n_voxels=grid.n_voxels, sh_degree=grid.sh_degree, quantisation=quant, extra=extra, **attrs,
     )
-    return SceneArrays(arrays, array_attrs, scene_attrs)
+    background = None if grid.msi is None else quantise_background(grid.msi, grid.background)
+    return SceneArrays(arrays, array_attrs, scene_attrs, background)
 
 
 def _check_arrays(scene: SceneArrays) -> None:
@@ -111,9 +118,20 @@ def _write_group(target: Any, scene: SceneArrays, cfg: WriteConfig) -> SceneAttr
             )
             write_chunks(arr, data)
             codecs[name] = choice.name
+        if scene.background is not None:
+            _write_background(group, scene.background, cfg)
         done = dataclasses.replace(scene.attrs, codecs=codecs, complete=True)
         group.attrs[SCENE_KEY] = done.to_json()
     return done
+
+
+def _write_background(group: zarr.Group, bg: BackgroundArrays, cfg: WriteConfig) -> None:
+    sub = group.create_group(BACKGROUND_GROUP, attributes={BACKGROUND_KEY: bg.attrs})
+    for name, data in (("data", bg.data), ("links", bg.links)):
+        if data is not None:
+            choice = choose_codec(data, cfg.chunk_bytes, cfg.zstd_level, cfg.portable)
+            kwargs = choice.array_kwargs(data.shape, data.dtype, cfg.chunk_bytes, cfg.checksum)
+            write_chunks(sub.create_array(name, shape=data.shape, dtype=data.dtype, **kwargs), data)
 
 
 def write_scene(loc: Location, scene_id: str, scene: SceneArrays, cfg: WriteConfig) -> SceneAttrs:

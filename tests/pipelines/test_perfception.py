@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 from perfdata.pipelines.export import ExportConfig
 from perfdata.pipelines.perfception import import_perfception, load_checkpoint
 
@@ -23,16 +24,21 @@ def make_scene(folder: Path, n: int = 5000, seed: int = 0, drop: str | None = No
     """A scene folder as PeRFception releases it; returns the tensors written."""
     rng = np.random.default_rng(seed)
     links = np.sort(rng.choice(R**3, size=n, replace=False)).astype(np.int64)[rng.permutation(n)]
+    bg_links = np.full(16 * 8, -1, np.int32)
+    bg_links[rng.choice(16 * 8, 100, replace=False)] = np.arange(100, dtype=np.int32)
+    bg_links = bg_links.reshape(16, 8)
     state = {
         "model.links_idx": torch.from_numpy(links),
         "model.density_data": torch.from_numpy(rng.normal(5, 3, (n, 1)).astype(np.float32)),
         "model.sh_data": torch.from_numpy(rng.integers(0, 256, (n, 27), dtype=np.uint8)),
-        "model.background_links": torch.arange(1024 * 512, dtype=torch.int32).reshape(1024, 512),
-        "model.background_data": torch.from_numpy(rng.integers(0, 256, (64, 16, 4), dtype=np.uint8)),
+        "model.background_links": torch.from_numpy(bg_links),  # svox2's (2H, H) texel rows, pruned ones -1
+        "model.background_data": torch.from_numpy(rng.integers(0, 256, (100, 16, 4), dtype=np.uint8)),
     }
     ckpt = {"epoch": 3, "global_step": 1000, "state_dict": state, "reso_idx": 1,
             "model.sh_data_min": torch.linspace(-1, 0, 27).reshape(1, 27),
-            "model.sh_data_scale": torch.full((1, 27), 0.01), "hyper_parameters": {"lr": 1e-3}}
+            "model.sh_data_scale": torch.full((1, 27), 0.01), "hyper_parameters": {"lr": 1e-3},
+            "model.background_data_min": torch.tensor([[-2.0, -1.5, -1.0, 0.0]]),
+            "model.background_data_scale": torch.tensor([[0.02, 0.015, 0.01, 0.2]])}
     if extra is not None:
         ckpt["hyper_parameters"]["extra"] = extra
     if drop:
@@ -48,7 +54,7 @@ def make_scene(folder: Path, n: int = 5000, seed: int = 0, drop: str | None = No
     (folder / "class_info.txt").write_text("teddybear\n")
     (folder / "results.json").write_text(json.dumps({"PSNR": 28.5, "SSIM": 0.87, "LPIPS": 0.2}))
     return {"links": links, "sh": state["model.sh_data"].numpy(), "density": state["model.density_data"].numpy()[:, 0],
-            "T": T}
+            "T": T, "bg_links": bg_links, "bg_data": state["model.background_data"].numpy()}
 
 
 def test_import_chunk_folders(tmp_path):
@@ -68,7 +74,17 @@ def test_import_chunk_folders(tmp_path):
     expected_sh = made["sh"][order] * np.float32(0.01) + np.linspace(-1, 0, 27, dtype=np.float32)
     np.testing.assert_allclose(grid.sh, expected_sh, atol=1e-6)
     np.testing.assert_allclose(grid.density, made["density"][order], rtol=2**-11)
-    assert store.array(sid, "background_data").shape == (64, 16, 4)
+    # the background: its own group, bytes as released, decoded by the released min / scale into svox2's texels
+    stored = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")[f"scenes/{sid}/background"]
+    np.testing.assert_array_equal(stored["data"][:], made["bg_data"])
+    assert stored.attrs["perfdata_background"]["format_version"] == 1 and grid.msi is not None
+    assert grid.msi.shape == (16, 8, 16, 4)
+    ok = made["bg_links"] >= 0
+    u, v = np.nonzero(ok)
+    expected_bg = made["bg_data"][made["bg_links"][u, v]] * np.float32([0.02, 0.015, 0.01, 0.2]) + np.float32(
+        [-2.0, -1.5, -1.0, 0.0])
+    np.testing.assert_allclose(grid.msi[u, v], expected_bg, atol=1e-5)
+    assert not grid.msi[~ok].any()  # pruned texels: no colour, no density
     # world_from_grid inverts g = (A p + t - pcd_mean) / scene_scale
     p = np.array([0.3, -0.7, 1.1])
     g = (made["T"][:3, :3] @ p + made["T"][:3, 3] - [0.1, 0.2, 0.3]) / 2.5

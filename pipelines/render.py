@@ -33,9 +33,11 @@ Definitions:
 - foreground voxels: where the scene has voxel labels, those whose label is >= 0 and whose class name (label
   names from the scene attributes; lacking them, id 0 = background) is not in `background_labels` (background,
   wall, floor, ceiling); scenes with logits only use the argmax label the same way; scenes without labels: every
-  voxel (the stored field is the object; the background is the fit's constant background colour).
+  voxel (the stored field is the object; the background is the scene's MSI, else the fit's constant colour).
 - mask: composited foreground indicator > 0.5 (labelled scenes), else opacity > 0.5.
-- bg: the field rendered with the foreground voxels removed (labelled scenes), else the background colour.
+- bg: the field rendered with the foreground voxels removed, in front of the scene's MSI background if it has
+  one (labelled scenes); else the MSI alone (the real surroundings, no trace of the object), else the
+  background colour.
 - label: argmax of composited one-hot voxel labels (or of composited logits); 255 where less than half of the
   ray's weight falls on labelled voxels (or, for logits, where opacity <= 0.5).
 """

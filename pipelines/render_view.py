@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from perfdata.models import background as background_model
 from perfdata.models import plenoxel, sampling, volrend
 from perfdata.pipelines.poses import Camera
 
@@ -25,8 +26,9 @@ class SceneFields:
         features: (n_voxels, 2 + C) float32: ones (the coverage of allocated corners), foreground indicator,
             then C label channels (one-hot labels or logits); None when the scene has no labels.
         logits: whether the label channels are logits (else one-hot labels).
-        bg_grid, bg_accel: the field without its foreground voxels (None: background colour only).
-        background: (3,) background colour.
+        bg_grid, bg_accel: the field without its foreground voxels, with the MSI behind them if the scene has one
+            (None: the MSI alone, else the background colour).
+        background: (3,) background colour (with an MSI: behind its last layer).
     """
 
     grid: plenoxel.PlenoxelGrid
@@ -138,14 +140,31 @@ def render_view(fields: SceneFields, cam: Camera, what: tuple[str, ...], step: f
         valid = solid if fields.logits else chans.sum(-1) > 0.5
         res["label"] = np.where(valid, np.argmax(chans, axis=-1), -1).astype(np.int32)
     if "bg" in what:
-        if fields.bg_grid is not None:
+        if fields.bg_grid is not None:  # the background-class voxels in front of what lies behind the grid
             bg = plenoxel.render_camera(fields.bg_grid, cam.K, cam.c2w, cam.width, cam.height, step,
-                                        background=fields.background, chunk=chunk, accel=fields.bg_accel)
+                                        chunk=chunk, accel=fields.bg_accel)
             res["bg"] = bg["rgb"].cpu().numpy()
+        elif fields.grid.msi is not None:  # the surroundings alone: no voxel of the object
+            res["bg"] = msi_image(fields.grid, cam, chunk)
         else:
             colour = fields.background.cpu().numpy().astype(np.float32)
             res["bg"] = np.broadcast_to(colour, rgb.shape).copy()
     return {k: v for k, v in res.items() if k in what}
+
+
+@torch.no_grad()
+def msi_image(grid: plenoxel.PlenoxelGrid, cam: Camera, chunk: int) -> np.ndarray:
+    """(H, W, 3) float32 of the grid's MSI background alone, seen by a camera."""
+    assert grid.msi is not None
+    uv = camera.pixel_grid(cam.width, cam.height)
+    inv = np.linalg.inv(grid.world_from_grid)
+    parts = []
+    for s in range(0, len(uv), chunk):
+        o, d = camera.pixel_rays(cam.K, cam.c2w, uv[s : s + chunk])
+        oc, dc, _ = plenoxel.rays_to_cube(inv, torch.from_numpy(o).float().to(grid.device),
+                                          torch.from_numpy(d).float().to(grid.device))
+        parts.append(background_model.render(grid.msi, oc, dc).cpu().numpy())
+    return np.concatenate(parts).reshape(cam.height, cam.width, 3).astype(np.float32)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -105,24 +105,17 @@ def equirect_coords(points: torch.Tensor, height: int) -> tuple[torch.Tensor, to
 
 def sample_layers(data: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Bilinear read of every layer: data (2H, H, L, C), u, v (n, L) texel coordinates -> (n, L, C)
-    (longitude wraps, latitude clamps; differentiable in data)."""
+    (longitude wraps, latitude clamps; differentiable in data). One `grid_sample` over the L layers, on the
+    texture padded by one wrapped longitude column at each side."""
     w, h, n_layers, c = data.shape
-    u0f = torch.floor(u)
-    fu = (u - u0f).unsqueeze(-1)
-    u0 = u0f.long() % w
-    u1 = (u0 + 1) % w
-    vc = v.clamp(0.0, h - 1.0)
-    v0 = torch.floor(vc).long().clamp(max=h - 2)
-    fv = (vc - v0).unsqueeze(-1)
-    v1 = v0 + 1
-    layer = torch.arange(n_layers, device=data.device).expand_as(u0)
-    flat = data.reshape(-1, c)
-
-    def at(uu: torch.Tensor, vv: torch.Tensor) -> torch.Tensor:
-        return flat[((uu * h + vv) * n_layers + layer).reshape(-1)].reshape(*uu.shape, c)
-
-    return (at(u0, v0) * (1 - fu) * (1 - fv) + at(u1, v0) * fu * (1 - fv)
-            + at(u0, v1) * (1 - fu) * fv + at(u1, v1) * fu * fv)
+    tex = data.permute(2, 3, 1, 0)  # (L, C, H lat, 2H lon)
+    tex = torch.cat([tex[..., -1:], tex, tex[..., :1]], dim=-1)  # padded column j holds longitude j - 1
+    x = (torch.remainder(u, w) + 1.0) / (w + 1) * 2.0 - 1.0
+    y = v.clamp(0.0, h - 1.0) / (h - 1) * 2.0 - 1.0
+    grid = torch.stack([x, y], dim=-1).transpose(0, 1).unsqueeze(2)  # (L, n, 1, 2)
+    out = torch.nn.functional.grid_sample(tex, grid.to(tex.dtype), mode="bilinear", padding_mode="border",
+                                          align_corners=True)  # (L, C, n, 1)
+    return out[..., 0].permute(2, 0, 1)
 
 
 def render(msi: MSI, origins: torch.Tensor, dirs: torch.Tensor, data: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,6 +32,10 @@ class RenderConfig:
     """Longer image side in pixels."""
     poses: str = "interpolate"
     """interpolate (between nearby training cameras), orbit, or train (the training cameras)."""
+    cameras_file: str | None = None
+    """Render exactly the cameras of this file instead (a transforms.json, a cameras.json or a nerfstudio
+    camera_path.json in the scene's world frame; `perfdata.pipelines.camera_files`); n_views, size and poses
+    then do not apply."""
     what: tuple[str, ...] = WHAT
     """Which outputs to write: rgb, depth, mask, bg, label."""
     depth_format: str = "png"
@@ -122,6 +126,10 @@ def select_scenes(source: GridSource, cfg: RenderConfig, where: str) -> tuple[li
 
 def scene_cameras(info: SceneInfo, cfg: RenderConfig) -> tuple[list[Camera], str]:
     """Cameras of one scene and the pose kind used (interpolate falls back to orbit without nearby pairs)."""
+    if cfg.cameras_file is not None:
+        from perfdata.pipelines.camera_files import read_camera_file
+
+        return [cam for _, cam in read_camera_file(cfg.cameras_file)], "file"
     seed = scene_seed(cfg.seed, info.scene_id)
     try:
         return make_cameras(cfg.poses, info.cameras, info.world_from_grid, cfg.n_views, cfg.size, seed), cfg.poses

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 @click.option("--size", type=int, default=300, show_default=True, help="Longer image side in pixels.")
 @click.option("--poses", type=click.Choice(["interpolate", "orbit", "train"]), default="interpolate",
               show_default=True, help="Interpolations of nearby training cameras, an orbit, or the training cameras.")
+@click.option("--cameras", "cameras_file", type=click.Path(dir_okay=False), default=None,
+              help="Render the cameras of this file instead (transforms.json, a render's cameras.json or a "
+                   "nerfstudio camera_path.json, in the scene's world frame): score a fit on given views.")
 @click.option("--what", default="rgb,depth,mask,bg,label", show_default=True, help="Outputs, comma-separated.")
 @click.option("--depth-format", type=click.Choice(["png", "npy", "both"]), default="png", show_default=True)
 @click.option("--min-psnr", type=float, help="Skip (and list) scenes whose fit PSNR is below this.")
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 @runner_options
 def render(store: str | None, model: str | None, reader: str | None, data: str | None, source_views: int,
            out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
-           poses: str, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
+           poses: str, cameras_file: str | None, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
            memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, run: RunConfig) -> None:
     """Render a store's scenes (or, with --model, unseen scenes through a generalizable run), one runner item
     per scene (--out; --shards renders in this process); completed scenes are kept on a rerun. Exits 1 if any
@@ -53,14 +56,21 @@ def render(store: str | None, model: str | None, reader: str | None, data: str |
     if model is not None:
         from perfdata.commands.fit_generalizable import render_model_command
 
+        if cameras_file is not None:
+            raise ConfigError("--cameras renders a store's scenes; it is not an option of --model")
+
         return render_model_command(model, reader, data, out, scene_ids, run, source_views=source_views,
                                     n_views=views, poses=poses, what=tuple(w for w in what.split(",") if w),
                                     depth_format=depth_format, seed=seed, device=device,
                                     size=size if size != 300 else None)
     if (out is None) == (shards_dir is None):
         raise ConfigError("give exactly one of --out DIR and --shards DIR")
+    if cameras_file is not None:
+        from perfdata.pipelines.camera_files import read_camera_file
+
+        views = len(read_camera_file(cameras_file))  # a bad file is bad input before anything is written
     cfg = RenderConfig(
-        scenes=scene_ids, n_views=views, size=size, poses=poses, what=tuple(w for w in what.split(",") if w),
+        scenes=scene_ids, n_views=views, size=size, poses=poses, cameras_file=cameras_file, what=tuple(w for w in what.split(",") if w),
         depth_format=depth_format, min_psnr=min_psnr, seed=seed, device=device, memory_budget_mb=memory_budget,
         shards=shards_dir is not None, dry_run=run.dry_run,
         pack=PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed),

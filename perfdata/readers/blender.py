@@ -242,3 +242,10 @@ def _capture(block: dict[str, Any], frames: list[Frame]) -> str:
     if all(f.mask is not None for f in frames):
         return "object"
     return guess_capture(np.stack([f.c2w for f in frames]))
+
+
+# The camera rules of this reader, for other readers of transforms files (`perfdata.pipelines.camera_files`).
+CAMERA_KEYS = _CAMERA_KEYS
+image_path = _image_path
+camera_params = _camera
+frame_pose = _pose

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 from perfdata.models import background as B
 from perfdata.models import plenoxel
 from perfdata.pipelines.capture import choose_background, cleared_cube
@@ -18,8 +17,6 @@ from perfdata.pipelines.fit import fit_scene
 from perfdata.pipelines.fitconfig import FitConfig
 from perfdata.pipelines.poses import Camera
 from perfdata.pipelines.render_view import prepare_fields, render_view
-from perfdata.synthetic import make_object_scene
-from perfdata.synthetic.objects import ObjectSceneConfig
 
 from perfdata import camera
 from perfdata.errors import ConfigError, InputError
@@ -29,6 +26,8 @@ from perfdata.store import open_store
 from perfdata.store.location import Location
 from perfdata.store.validate import validate_store
 from perfdata.store.writer import WriteConfig, grid_arrays, refresh_root, write_scene
+from perfdata.synthetic import make_object_scene
+from perfdata.synthetic.objects import ObjectSceneConfig
 
 SMALL = dict(resolution=(32,), steps=120, batch_rays=2048, device="cpu", msi_height=16, msi_layers=8,
              depth_weight=0.0, init_from_depth=False)

@@ -84,6 +84,9 @@ class FitConfig:
     """Initial raw density (per cube unit) of every MSI texel."""
     tv_msi: float = 1e-3
     """Weight of squared-difference TV between neighbouring MSI texels."""
+    mask_weight: float = 0.1
+    """With an MSI and frames with foreground masks (CO3D's): weight of the squared error between the grid's
+    opacity and the mask, so the object lies in the grid and its surroundings behind it (as PeRFception did)."""
     camera_clearance: float = 2.0
     """With an MSI: the cube is shrunk about its centre (never grown) until every training camera is at least
     this many cube half-sizes from it, so the grid cannot fill the space in front of the lenses."""

@@ -35,12 +35,17 @@ class RaySet:
     z_scale: torch.Tensor
     rgb: torch.Tensor
     depth: torch.Tensor | None
+    mask: torch.Tensor | None = None
+    """(n,) float32 foreground mask (1 = the object), when every frame has one and it was asked for."""
 
 
-def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torch.device) -> RaySet:
-    """Every pixel of `frames` as a cube ray with its colour (and depth when every frame has it)."""
-    parts: dict[str, list[torch.Tensor]] = {"o": [], "d": [], "rgb": [], "depth": []}
+def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torch.device,
+              masks: bool = False) -> RaySet:
+    """Every pixel of `frames` as a cube ray with its colour (and depth when every frame has it; with `masks`,
+    the foreground mask when every frame has one)."""
+    parts: dict[str, list[torch.Tensor]] = {"o": [], "d": [], "rgb": [], "depth": [], "mask": []}
     with_depth = all(f.depth is not None for f in frames)
+    with_mask = masks and all(f.mask is not None for f in frames)
     for f in frames:
         o, d = camera.image_rays(f.K, f.c2w, f.width, f.height)
         parts["o"].append(torch.from_numpy(o))
@@ -48,11 +53,14 @@ def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torc
         parts["rgb"].append(torch.from_numpy(np.ascontiguousarray(f.load_image().reshape(-1, 3))))
         if with_depth:
             parts["depth"].append(torch.from_numpy(f.load_depth().reshape(-1)))  # type: ignore[union-attr]
+        if with_mask:
+            parts["mask"].append(torch.from_numpy(f.load_mask().reshape(-1).astype(np.float32)))  # type: ignore[union-attr]
     o, d, zs = plenoxel.rays_to_cube(grid_from_world, torch.cat(parts["o"]), torch.cat(parts["d"]))
     return RaySet(
         origins=o.float().to(device), dirs=d.float().to(device), z_scale=zs.float().to(device),
         rgb=torch.cat(parts["rgb"]).float().to(device),
         depth=torch.cat(parts["depth"]).float().to(device) if with_depth else None,
+        mask=torch.cat(parts["mask"]).to(device) if with_mask else None,
     )
 
 
@@ -244,6 +252,8 @@ class Trainer:
             known = target > 0
             if bool(known.any()):
                 loss = loss + cfg.depth_weight * ((out.depth - target).abs()[known]).mean() / self.depth_norm
+        if rays.mask is not None and cfg.mask_weight > 0:  # the object in the grid, its surroundings behind it
+            loss = loss + cfg.mask_weight * torch.mean((out.opacity - rays.mask[idx]) ** 2)
         if self.msi is not None and cfg.tv_msi > 0:
             loss = loss + cfg.tv_msi * background_model.tv_loss(self.msi.data())
         loss.backward()
@@ -328,7 +338,8 @@ def _grad(leaf: torch.Tensor) -> torch.Tensor:
 def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
                  callback: Callable[[FitProgress], None] | None = None) -> FitResult:
     """Fit a Plenoxel grid to `scene`'s training frames and evaluate it on its held-out frames."""
-    rays = load_rays(scene.train_frames, np.linalg.inv(scene.world_from_grid), device)
+    with_msi = scene.meta.get("fit_background") == "msi"
+    rays = load_rays(scene.train_frames, np.linalg.inv(scene.world_from_grid), device, masks=with_msi)
     if float(rays.rgb.max()) < 1e-3:
         raise FitError(f"scene {scene.scene_id}: every training image is black")
     trainer = Trainer(scene, cfg, rays, device)

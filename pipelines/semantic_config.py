@@ -1,0 +1,68 @@
+"""Configuration of `perfdata fit --method semantic` (a frozen dataclass nested in `FitConfig.semantic`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from perfdata.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """The label field, its loss, and the label regimes of the training frames (for experiments)."""
+
+    weight: float = 0.04
+    """Weight of the cross-entropy against the photometric MSE (Semantic-NeRF's 0.04). The compositing weights
+    carry no grad from it, and RMSProp normalises the logits' step, so it only matters against `tv`."""
+    lr: float = 0.1
+    """RMSProp learning rate of the logits at the start (decays exponentially to lr_final)."""
+    lr_final: float = 0.01
+    """RMSProp learning rate of the logits at the end."""
+    factor: int = 1
+    """Density voxels per logit voxel along each axis (1: logits on the grid's own voxels; 2: 1/8 as many)."""
+    rays: int = 1024
+    """Labelled rays per step for the label loss (drawn from the labelled pixels only)."""
+    tv: float = 0.0
+    """Weight of squared-difference TV on the logits (spreads sparse labels; 0: none)."""
+    threshold: float = 0.5
+    """Exported `labels`: argmax of the logits where its softmax probability reaches this, else -1."""
+    from_fit: str | None = None
+    """A fits folder (or one scene's fit folder) of a plenoxel fit: keep its grid, learn only the logits."""
+    label_frames: float = 1.0
+    """Fraction of training frames whose labels are used (spread evenly over the frames)."""
+    label_noise: float = 0.0
+    """Fraction of the labelled pixels of each frame set to a random other class."""
+    label_downscale: int = 1
+    """Labels given at 1/K resolution (nearest), then upsampled back (nearest) to the training resolution."""
+    label_clicks: int = 0
+    """If > 0: only this many random pixels per class per frame are labelled (label propagation)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.label_frames <= 1.0:
+            raise ConfigError(f"--label-frames must be in (0, 1], got {self.label_frames}")
+        if not 0.0 <= self.label_noise <= 1.0:
+            raise ConfigError(f"--label-noise must be in [0, 1], got {self.label_noise}")
+        if self.label_downscale < 1 or self.label_clicks < 0 or self.factor < 1 or self.rays < 1:
+            raise ConfigError("--label-downscale, factor and rays must be >= 1 and --label-clicks >= 0")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"semantic threshold must be in [0, 1], got {self.threshold}")
+        if self.weight < 0 or self.tv < 0 or self.lr <= 0 or self.lr_final <= 0:
+            raise ConfigError("semantic weight and tv must be >= 0, lr and lr_final > 0")
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the training labels are degraded (then fit.json reports input_miou)."""
+        return self.label_frames < 1.0 or self.label_noise > 0 or self.label_downscale > 1 or self.label_clicks > 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> SemanticConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown semantic field(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None

@@ -102,6 +102,12 @@ def fit_scenes(
     out_dir = Path(out_dir)
     if cfg.resolution:  # refused up front, with the estimate, rather than as an allocator error per scene
         check_fit_memory(cfg.resolution, resolve_device(cfg.device))
+    if cfg.method == "semantic" and not run.dry_run:  # bad label maps: one error before anything is written
+        from perfdata.pipelines.semantic_labels import check_scenes
+
+        from perfdata.readers import load_scenes
+
+        check_scenes(scenes if scenes is not None else load_scenes(reader, data, scene_ids))
     in_process = run.executor.kind in ("local", "threads")
     cb = callback if in_process else None
     if scenes is not None:

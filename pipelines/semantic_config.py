@@ -15,17 +15,22 @@ class SemanticConfig:
 
     weight: float = 0.04
     """Weight of the cross-entropy against the photometric MSE (Semantic-NeRF's 0.04). The compositing weights
-    carry no grad from it, and RMSProp normalises the logits' step, so it only matters against `tv`."""
+    carry no grad from it, and Adam normalises the logits' step, so it only matters against `tv`."""
     lr: float = 0.1
-    """RMSProp learning rate of the logits at the start (decays exponentially to lr_final)."""
+    """Adam learning rate of the logits at the start (decays exponentially to lr_final; `models.optim.SparseAdam`:
+    under label noise RMSProp's constant-size steps kept flipping voxels, Adam's momentum averages them)."""
     lr_final: float = 0.01
-    """RMSProp learning rate of the logits at the end."""
+    """Adam learning rate of the logits at the end."""
     factor: int = 1
     """Density voxels per logit voxel along each axis (1: logits on the grid's own voxels; 2: 1/8 as many)."""
-    rays: int = 1024
-    """Labelled rays per step for the label loss (drawn from the labelled pixels only)."""
-    tv: float = 0.0
-    """Weight of squared-difference TV on the logits (spreads sparse labels; 0: none)."""
+    rays: int = 512
+    """Labelled rays per step for the label loss (drawn from the labelled pixels only; 512 beside 2048 colour
+    rays kept a room fit within 1.3x of a plain one, 1024 cost 1.5x for +0.01 miou)."""
+    tv: float = 1e-3
+    """Weight of squared-difference TV on the logits: the grid's only smoothness prior (an MLP has its own);
+    on a 64 px room it took 50 % noise from 0.85 to 0.89 miou and dense labels from 0.92 to 0.90."""
+    tv_fraction: float = 0.05
+    """Fraction of logit rows that TV visits per step (a fresh random subset each step)."""
     threshold: float = 0.5
     """Exported `labels`: argmax of the logits where its softmax probability reaches this, else -1."""
     from_fit: str | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from perfdata.models import plenoxel, semantic
-from perfdata.models.optim import SparseRMSProp, merge_sparse
+from perfdata.models.optim import SparseAdam, merge_sparse
 from perfdata.models.plenoxel import PlenoxelGrid
 from perfdata.models.plenoxel_train import tv_grads
 from perfdata.pipelines import plenoxel_fit
@@ -48,7 +48,7 @@ class SemanticTrainer(plenoxel_fit.Trainer):
             self.field = semantic.make_field(grid, self.n_classes, sem.factor)
         else:
             self.field = semantic.resample_field(self.field, grid, old.reso)
-        self.opt_l = SparseRMSProp(self.field.n_rows, self.n_classes, self.cfg.rmsprop_beta, device=self.device)
+        self.opt_l = SparseAdam(self.field.n_rows, self.n_classes, device=self.device)
         self.field_coords = semantic.link_coords(self.field.links) if sem.tv > 0 else None
 
     def step(self, it: int, frac: float) -> tuple[float, float]:
@@ -67,7 +67,7 @@ class SemanticTrainer(plenoxel_fit.Trainer):
         (sem.weight * ce).backward()
         parts = [(out.rows, plenoxel_fit._grad(out.leaf))]
         if sem.tv > 0 and self.field_coords is not None:
-            n_tv = max(1, int(self.cfg.tv_fraction * self.field.n_rows))
+            n_tv = max(1, int(sem.tv_fraction * self.field.n_rows))
             tv_rows = torch.randint(self.field.n_rows, (n_tv,), generator=self.gen, device=self.device)
             parts.append(tv_grads(self.field.logits, self.field.links, self.field_coords, tv_rows, sem.tv))
         rows, g = merge_sparse(parts, self.field.n_rows)

@@ -6,7 +6,7 @@ Every regime is deterministic from a numpy Generator; labels are int32 (H, W) ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +111,9 @@ def degrade(maps: Sequence[np.ndarray], cfg: SemanticConfig, n_classes: int, see
             labels = keep_clicks(labels, cfg.label_clicks, rng)
         out.append(labels)
     return out
+
+
+def check_scenes(scenes: Iterable[Scene]) -> None:
+    """`check_scene_labels` of every scene: bad labels are an InputError before any fit writes anything."""
+    for scene in scenes:
+        check_scene_labels(scene)

@@ -8,7 +8,8 @@ For each room (>= 6 classes present, `--size` px, `--views` views, every 8th hel
    (>= 0.85 and >= input_miou + 0.20), 90 % noise (reported), 10 % of frames (within 0.05 of dense),
    1/8-resolution labels (>= 0.80), 1 click per class per frame (reported);
 3. the three routes to 3D labels on the dense semantic fit's voxels: nearest labelled "mesh" vertex within 5 cm
-   (the labelled surface points of the training frames' exact depth, every 2nd pixel), 2D maps fused through
+   (the labelled surface points of the training frames' exact depth, every 2nd pixel; also within one voxel,
+   as a room's 64^3 voxels are ~10 cm), 2D maps fused through
    depth, and the semantic field (confident argmax): voxel label accuracy against truth (the label of the
    nearest exact surface point of all frames, for voxels within one voxel of the surface; a voxel left
    unlabelled counts as wrong) and held-out rendered-view miou (one-hot labels, or logits, composited);
@@ -103,6 +104,7 @@ def routes(result: FitResult, noisy: FitResult, scene: Scene, n_classes: int, se
     train = list(held.train_frames)
     pts, labs = surface_points(scene, train, stride=2)
     mesh, _ = labels_from_points(grid, pts, labs, LabelConfig(max_dist=0.05))
+    mesh_voxel, _ = labels_from_points(grid, pts, labs, LabelConfig(max_dist=voxel_size(grid)))
     fused, _ = labels_from_maps(grid, train)
     maps = [f.load_labels() for f in train]
     noisy_maps = degrade(maps, SemanticConfig(label_noise=0.5), n_classes, seed)
@@ -111,12 +113,16 @@ def routes(result: FitResult, noisy: FitResult, scene: Scene, n_classes: int, se
     out = {}
     for name, labels, g in [
         ("mesh_5cm", mesh, dataclasses.replace(grid, labels=mesh)),
+        ("mesh_1voxel", mesh_voxel, dataclasses.replace(grid, labels=mesh_voxel)),
         ("fused_2d", fused, dataclasses.replace(grid, labels=fused)),
         ("semantic_field", result.grid.labels, result.grid),
         ("fused_2d_noise50", fused_noisy, dataclasses.replace(grid, labels=fused_noisy)),
         ("semantic_field_noise50", noisy.grid.labels, noisy.grid),
     ]:
         out[name] = {**voxel_accuracy(labels, truth), "rendered_miou": rendered_miou(g, held, n_classes)}
+        if g.logits is not None:  # the field's argmax without the confidence threshold
+            out[name]["voxel_accuracy_argmax"] = voxel_accuracy(g.logits.argmax(1), truth)["voxel_accuracy"]
+    out["voxel_size_m"] = round(voxel_size(grid), 4)
     out["n_truth_voxels"] = int((truth >= 0).sum())
     return out
 

@@ -53,14 +53,28 @@ class SemanticTrainer(plenoxel_fit.Trainer):
 
     def step(self, it: int, frac: float) -> tuple[float, float]:
         loss, psnr = super().step(it, frac)
-        return loss + self.cfg.semantic.weight * self.label_step(frac), psnr
+        start = self.label_start()
+        if frac < start:
+            return loss, psnr
+        n_rays = int(round(self.cfg.semantic.rays / (1.0 - start)))  # the same label rays in all, in fewer steps
+        return loss + self.cfg.semantic.weight * self.label_step((frac - start) / (1.0 - start), n_rays), psnr
 
-    def label_step(self, frac: float) -> float:
-        """One label-loss step on the logits; returns the cross-entropy."""
+    def label_start(self) -> float:
+        """Progress fraction at which the label loss starts (`SemanticConfig.start_at`; None: the last upsample)."""
+        sem, cfg = self.cfg.semantic, self.cfg
+        if sem.start_at is not None:
+            return min(sem.start_at, 0.99)
+        stages = len(cfg.resolution) - 1
+        return min(cfg.upsample_at[stages - 1], 0.99) if stages > 0 else 0.0
+
+    def label_step(self, frac: float, n_rays: int | None = None) -> float:
+        """One label-loss step on the logits (`frac`: progress of the label training, for the lr); returns the
+        cross-entropy. n_rays: labelled rays (default `SemanticConfig.rays`)."""
         sem, rays = self.cfg.semantic, self.rays
-        pick = torch.randint(self.labelled.numel(), (sem.rays,), generator=self.gen, device=self.device)
+        n_rays = sem.rays if n_rays is None else n_rays
+        pick = torch.randint(self.labelled.numel(), (n_rays,), generator=self.gen, device=self.device)
         idx = self.labelled[pick]
-        offset = torch.rand(sem.rays, generator=self.gen, device=self.device)
+        offset = torch.rand(n_rays, generator=self.gen, device=self.device)
         out = semantic.render_logits_train(self.grid, self.accel, self.field, rays.origins[idx], rays.dirs[idx],
                                            offset, self.cfg.weight_thresh)
         ce = semantic.semantic_loss(out.logits, self.labels[idx])
@@ -72,7 +86,7 @@ class SemanticTrainer(plenoxel_fit.Trainer):
             parts.append(tv_grads(self.field.logits, self.field.links, self.field_coords, tv_rows, sem.tv))
         rows, g = merge_sparse(parts, self.field.n_rows)
         self.opt_l.step_(self.field.logits, rows, g, plenoxel_fit.decayed(sem.lr, sem.lr_final, frac))
-        self.n_label_rays += sem.rays
+        self.n_label_rays += n_rays
         self.n_label_samples += out.n_samples
         return float(ce.detach())
 

@@ -61,8 +61,8 @@ class SparseRMSProp:
 class SparseAdam:
     """Adam over the rows of one parameter table (n_rows, C), updating only the given rows (lazily, like
     torch.optim.SparseAdam; no bias correction): m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
-    p <- p - lr m / (sqrt(v) + eps). Its momentum averages noisy gradients, where RMSProp's normalised step keeps
-    a constant size (semantic logits under label noise: `perfdata.pipelines.semantic_fit`)."""
+    p <- p - lr m / (sqrt(v) + eps). Its momentum averages noisy gradients (semantic logits under label noise:
+    `perfdata.pipelines.semantic_fit`)."""
 
     def __init__(self, n_rows: int, n_cols: int, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
                  device: torch.device | str = "cpu") -> None:

@@ -17,8 +17,8 @@ class SemanticConfig:
     """Weight of the cross-entropy against the photometric MSE (Semantic-NeRF's 0.04). The compositing weights
     carry no grad from it, and Adam normalises the logits' step, so it only matters against `tv`."""
     lr: float = 0.1
-    """Adam learning rate of the logits at the start (decays exponentially to lr_final; `models.optim.SparseAdam`:
-    under label noise RMSProp's constant-size steps kept flipping voxels, Adam's momentum averages them)."""
+    """Adam learning rate of the logits at the start (decays exponentially to lr_final; `models.optim.SparseAdam`,
+    whose momentum averages noisy label gradients; alone it was no better than RMSProp: TV is what denoises)."""
     lr_final: float = 0.01
     """Adam learning rate of the logits at the end."""
     factor: int = 1

@@ -111,3 +111,15 @@ def plenoxel_train_upsample(grid: plenoxel.PlenoxelGrid) -> plenoxel.PlenoxelGri
     from perfdata.models.plenoxel_train import resample
 
     return resample(grid, 2 * grid.reso[0], torch.ones(grid.n_voxels, dtype=torch.bool))
+
+
+def test_sparse_adam_updates_only_its_rows_as_by_hand() -> None:
+    from perfdata.models.optim import SparseAdam
+
+    param = torch.zeros(4, 2)
+    opt = SparseAdam(4, 2, betas=(0.9, 0.99), eps=1e-12)
+    g = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    opt.step_(param, torch.tensor([1, 3]), g, lr=0.1)
+    m, v = 0.1 * g, 0.01 * g * g
+    expected = torch.where(v > 0, -0.1 * m / v.sqrt(), torch.zeros_like(v))
+    assert torch.all(param[[0, 2]] == 0) and torch.allclose(param[[1, 3]], expected)

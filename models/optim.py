@@ -56,3 +56,28 @@ class SparseRMSProp:
         new_sq = torch.where(touched, self.sq * self.beta + (1.0 - self.beta) * grad * grad, self.sq)
         self.sq = new_sq
         param.addcdiv_(grad, new_sq.sqrt().add_(self.eps), value=-lr)
+
+
+class SparseAdam:
+    """Adam over the rows of one parameter table (n_rows, C), updating only the given rows (lazily, like
+    torch.optim.SparseAdam; no bias correction): m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
+    p <- p - lr m / (sqrt(v) + eps). Its momentum averages noisy gradients (semantic logits under label noise:
+    `perfdata.pipelines.semantic_fit`)."""
+
+    def __init__(self, n_rows: int, n_cols: int, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
+                 device: torch.device | str = "cpu") -> None:
+        self.betas, self.eps = betas, eps
+        self.m = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=device)
+        self.v = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=device)
+
+    def step_(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+        """Update `param` (n_rows, C) in place at `rows` (m,) distinct, with `grad` (m, C)."""
+        assert grad.shape == (rows.numel(), param.shape[1]), f"grad must be ({rows.numel()}, {param.shape[1]})"
+        if rows.numel() == 0:
+            return
+        b1, b2 = self.betas
+        m = self.m.index_select(0, rows).mul_(b1).add_(grad, alpha=1.0 - b1)
+        v = self.v.index_select(0, rows).mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        self.m.index_copy_(0, rows, m)
+        self.v.index_copy_(0, rows, v)
+        param.index_add_(0, rows, m / v.sqrt().add_(self.eps), alpha=-lr)

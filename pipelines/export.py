@@ -105,6 +105,9 @@ def load_fit(folder: Path) -> tuple[SparseGrid, dict[str, Any]]:
                              "device": record.device}
     if record.label_names is not None:
         extra["label_names"] = list(record.label_names)
+    if record.method == "semantic" and grid.labels is not None:  # labels = confident argmax of the logits
+        extra["label_threshold"] = float(record.config.get("semantic", {}).get("threshold", 0.5))
+        extra["labels_source"] = "semantic field (argmax of logits)"
     if record.cameras:
         extra["cameras"] = [dict(c) for c in record.cameras]
     elif (folder / "cameras.json").is_file():  # training cameras beside an imported fit, for the renderer

@@ -33,8 +33,8 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
     Pure: no printing; progress goes to `callback`. Raises FitError (too few frames, black images, divergence)
     and ConfigError (a method not implemented yet).
     """
-    if cfg.method != "plenoxel":
-        raise ConfigError(f"fit method {cfg.method!r} is not implemented yet (only plenoxel is)")
+    if cfg.method not in ("plenoxel", "semantic"):
+        raise ConfigError(f"fit method {cfg.method!r} is not implemented here (plenoxel and semantic are)")
     from perfdata.pipelines import plenoxel_fit
 
     prepared = plenoxel_fit.prepare_scene(scene, cfg)
@@ -44,6 +44,10 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
     n_train = len(prepared.train_frames)
     if n_train < cfg.min_train_frames:
         raise FitError(f"scene {scene.scene_id}: {n_train} training frames, at least {cfg.min_train_frames} needed")
+    if cfg.method == "semantic":
+        from perfdata.pipelines.semantic_fit import fit_semantic
+
+        return fit_semantic(prepared, cfg, resolve_device(cfg.device), callback)
     return plenoxel_fit.fit_plenoxel(prepared, cfg, resolve_device(cfg.device), callback)
 
 
@@ -98,6 +102,12 @@ def fit_scenes(
     out_dir = Path(out_dir)
     if cfg.resolution:  # refused up front, with the estimate, rather than as an allocator error per scene
         check_fit_memory(cfg.resolution, resolve_device(cfg.device))
+    if cfg.method == "semantic" and not run.dry_run:  # bad label maps: one error before anything is written
+        from perfdata.pipelines.semantic_labels import check_scenes
+
+        from perfdata.readers import load_scenes
+
+        check_scenes(scenes if scenes is not None else load_scenes(reader, data, scene_ids))
     in_process = run.executor.kind in ("local", "threads")
     cb = callback if in_process else None
     if scenes is not None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfdata.pipelines.semantic_config import SemanticConfig
+
 from perfdata.errors import ConfigError
 
 METHODS = ("plenoxel", "semantic", "generalizable")
@@ -19,7 +21,7 @@ class FitConfig:
     """How to fit one scene. Defaults are tuned on lego 100x100 on a 2-core CPU (see benchmarks/fit.py)."""
 
     method: str = "plenoxel"
-    """Field to fit: plenoxel (semantic and generalizable are not implemented yet)."""
+    """Field to fit: plenoxel, or semantic (plenoxel plus class logits, `semantic`)."""
     resolution: tuple[int, ...] = ()
     """Grid resolution per coarse-to-fine stage, e.g. (64, 128): fit at 64^3, then upsample to 128^3. Empty:
     from the image size, (R/2, R) with R the power of two >= the larger image side, clamped to [64, 256]."""
@@ -110,6 +112,8 @@ class FitConfig:
     init_from: str | None = None
     """A generalizable run folder: start from its prediction of the scene instead of a constant grid
     (`perfdata.pipelines.generalizable_export.initial_grid_from_model`)."""
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    """--method semantic: the label field, its loss and the label regimes (`pipelines.semantic_config`)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -144,6 +148,8 @@ class FitConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown FitConfig field(s) {', '.join(unknown)}")
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if isinstance(fixed.get("semantic"), dict):
+            fixed["semantic"] = SemanticConfig.from_dict(fixed["semantic"], source)
         try:
             return cls(**fixed)
         except TypeError as exc:

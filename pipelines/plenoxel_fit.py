@@ -336,13 +336,15 @@ def _grad(leaf: torch.Tensor) -> torch.Tensor:
 
 
 def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
-                 callback: Callable[[FitProgress], None] | None = None) -> FitResult:
-    """Fit a Plenoxel grid to `scene`'s training frames and evaluate it on its held-out frames."""
+                 callback: Callable[[FitProgress], None] | None = None,
+                 make_trainer: Callable[[Scene, FitConfig, RaySet, torch.device], Trainer] = Trainer) -> FitResult:
+    """Fit a Plenoxel grid to `scene`'s training frames and evaluate it on its held-out frames; `make_trainer`
+    builds the Trainer (a subclass adds losses: `pipelines.semantic_fit`)."""
     with_msi = scene.meta.get("fit_background") == "msi"
     rays = load_rays(scene.train_frames, np.linalg.inv(scene.world_from_grid), device, masks=with_msi)
     if float(rays.rgb.max()) < 1e-3:
         raise FitError(f"scene {scene.scene_id}: every training image is black")
-    trainer = Trainer(scene, cfg, rays, device)
+    trainer = make_trainer(scene, cfg, rays, device)
     if cfg.fused:
         fused.available(device)  # load (or compile) the fused kernels before the clock starts
     clock, curve, marks = Clock(), [], list(cfg.eval_at_seconds)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from perfdata.commands.common import READER_HELP, exit_if_failed, print_outcomes, runner_options
-from perfdata.errors import ConfigError
+from perfdata.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from perfdata.pipelines.fitconfig import FitConfig
@@ -47,11 +47,20 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 @click.option("--resume", is_flag=True, help="generalizable: continue the run's checkpoint in OUT.")
 @click.option("--init-from", type=click.Path(file_okay=False), default=None,
               help="plenoxel: start from the prediction of this generalizable run.")
+@click.option("--label-frames", type=float, default=None, help="semantic: label only this fraction of training frames.")
+@click.option("--label-noise", type=float, default=None,
+              help="semantic: set this fraction of labelled pixels to a random other class.")
+@click.option("--label-downscale", type=int, default=None, help="semantic: labels given at 1/K resolution.")
+@click.option("--label-clicks", type=int, default=None, help="semantic: only N labelled pixels per class per frame.")
+@click.option("--from-fit", type=click.Path(file_okay=False), default=None,
+              help="semantic: keep the grids of this plenoxel fits folder, learn only the logits.")
 @runner_options
 def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ...], device: str | None,
         steps: int | None, max_seconds: float | None, resolution: str | None, downscale: float | None,
         holdout_every: int | None, config_file: str | None, seed: int | None, source_views: int | None,
-        resume: bool, init_from: str | None, background: str | None, run: RunConfig) -> None:
+        resume: bool, init_from: str | None, background: str | None, label_frames: float | None,
+        label_noise: float | None, label_downscale: int | None, label_clicks: int | None, from_fit: str | None,
+        run: RunConfig) -> None:
     """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped.
     Exits 1 when a scene failed (see `perfdata status OUT`). --method generalizable trains one field across the
     scenes into OUT (model.safetensors, curves.png, fit.json)."""
@@ -70,9 +79,22 @@ def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ..
         load_model(init_from)  # a bad checkpoint is bad input before any fit starts
     cfg = _config(config_file, method, device, steps, max_seconds, resolution, downscale, holdout_every, seed)
     cfg = dataclasses.replace(cfg, init_from=init_from, **({"background": background} if background else {}))
+    semantic = {"label_frames": label_frames, "label_noise": label_noise, "label_downscale": label_downscale,
+                "label_clicks": label_clicks, "from_fit": from_fit}
+    given = {k: v for k, v in semantic.items() if v is not None}
+    if given and method != "semantic":
+        raise ConfigError(f"--{', --'.join(k.replace('_', '-') for k in given)}: options of --method semantic")
+    if given:
+        cfg = dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, **given))
+    if from_fit is not None and not Path(from_fit).is_dir():
+        raise InputError(from_fit, "--from-fit: no such fits folder")
     outcomes = _run(reader, data, scene_ids, out, cfg, run)
-    print_outcomes(f"fit {method} -> {out}", outcomes, [
-        ("ssim", lambda o: _fmt(o.metrics.get("ssim"), 3)), ("depth_abs_rel", lambda o: _fmt(o.metrics.get("depth_abs_rel"), 3))])
+    columns = [("ssim", lambda o: _fmt(o.metrics.get("ssim"), 3)),
+               ("depth_abs_rel", lambda o: _fmt(o.metrics.get("depth_abs_rel"), 3))]
+    if method == "semantic":
+        columns += [("miou", lambda o: _fmt(o.metrics.get("miou"), 3)),
+                    ("input_miou", lambda o: _fmt(o.metrics.get("input_miou"), 3))]
+    print_outcomes(f"fit {method} -> {out}", outcomes, columns)
     exit_if_failed(outcomes)
 
 
@@ -89,8 +111,6 @@ def _config(config_file: str | None, method: str, device: str | None, steps: int
     if res is not None and len(cfg.upsample_at) < len(res) - 1:
         changes["upsample_at"] = tuple((i + 1) * 0.35 / (len(res) - 1) for i in range(len(res) - 1))
     cfg = dataclasses.replace(cfg, **changes)
-    if method != "plenoxel":
-        raise ConfigError(f"fit method {method!r} is not implemented yet (only plenoxel is)")
     return cfg
 
 

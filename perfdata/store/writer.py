@@ -85,6 +85,8 @@ def grid_arrays(grid: SparseGrid, cfg: WriteConfig, **attrs: Any) -> SceneArrays
     extra = dict(attrs.pop("extra", {}))
     if grid.background is not None:
         extra["background"] = np.asarray(grid.background, dtype=float).tolist()
+    if "labels" in arrays and "label_threshold" in extra:  # labels from a semantic field's logits
+        array_attrs["labels"] = {"confidence_threshold": float(extra["label_threshold"])}
     scene_attrs = SceneAttrs(
         reso=tuple(int(r) for r in grid.reso),  # type: ignore[arg-type]
         world_from_grid=tuple(tuple(float(v) for v in row) for row in np.asarray(grid.world_from_grid)),

@@ -108,7 +108,7 @@ def test_black_images_and_unknown_method() -> None:
     with pytest.raises(FitError, match="black"):
         fit_scene(black, FitConfig(**{**FAST, "steps": 2}))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="not implemented"):
-        fit_scene(good, FitConfig(method="semantic"))
+        fit_scene(good, FitConfig(method="generalizable"))
     with pytest.raises(ConfigError, match="unknown FitConfig field"):
         FitConfig.from_dict({"lr": 1.0})
 

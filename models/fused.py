@@ -223,13 +223,14 @@ class _FusedRender(torch.autograd.Function):
     backward kernel."""
 
     @staticmethod
-    def forward(ctx, density_leaf: torch.Tensor, sh_leaf: torch.Tensor, state: dict) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(ctx: Any, density_leaf: torch.Tensor, sh_leaf: torch.Tensor, state: dict) -> tuple[torch.Tensor, ...]:
         ctx.state = state
         out = state["out"]
         return out[:, :3].clone(), out[:, 3].clone(), out[:, 4].clone()
 
     @staticmethod
-    def backward(ctx, g_rgb: torch.Tensor, g_depth: torch.Tensor, g_opacity: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, g_rgb: torch.Tensor, g_depth: torch.Tensor, g_opacity: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, None]:
         st = ctx.state
         grad_out = torch.zeros_like(st["out"])
         for sl, g in ((slice(0, 3), g_rgb), (slice(3, 4), g_depth), (slice(4, 5), g_opacity)):

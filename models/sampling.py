@@ -11,6 +11,8 @@ point inside the cube index it without bounds checks.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -104,7 +106,7 @@ class _TrilinearGather(torch.autograd.Function):
     indexing, which sorts)."""
 
     @staticmethod
-    def forward(ctx, values: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, values: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(idx, w)
         ctx.n_rows = values.shape[0]
         w = w.to(values.dtype)
@@ -114,7 +116,7 @@ class _TrilinearGather(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         idx, w = ctx.saved_tensors
         grad_values = None
         if ctx.needs_input_grad[0]:

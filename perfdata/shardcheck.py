@@ -110,7 +110,7 @@ def checked_files(src: Iterable[dict[str, Any]], entries: dict[str, ShardEntry])
         n_samples, last = 0, None
         with open(entry.path, "rb") as fh:
             tally = _Tally(fh)
-            for member in tar_file_iterator(tally):  # type: ignore[arg-type]
+            for member in tar_file_iterator(tally):
                 key = base_plus_ext(member["fname"])[0]
                 if key != last:
                     n_samples, last = n_samples + 1, key
@@ -140,7 +140,7 @@ def shard_samples(entries: Iterable[ShardEntry]) -> Callable[[Iterable[dict[str,
     by_url = {str(e.path): e for e in entries}
 
     def stage(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        return group_by_keys(checked_files(src, by_url))  # type: ignore[no-any-return]
+        return group_by_keys(checked_files(src, by_url))
 
     return stage
 

@@ -8,7 +8,9 @@ The demo is a list of named steps run in order over one `DemoContext`:
    voxels 3D labels fused from the 2D label maps through depth,
 5. render novel views (OUT/renders/), 6. pack them into WebDataset shards (OUT/shards/),
 7. train a small 2D classifier on the shards (OUT/train/),
-8. write OUT/report/contact_sheet.png (inputs), the render contact sheets, and OUT/report/report.md.
+8. render an orbit per scene (OUT/turntables/) into OUT/report/turntables/<scene>.gif,
+9. write OUT/report/contact_sheet.png (inputs), OUT/report/report.md and OUT/report/index.html (the HTML
+   report, `perfdata.pipelines.demo_report`).
 Every step skips work already done, so a rerun of the demo is quick.
 """
 
@@ -51,6 +53,8 @@ class DemoConfig:
     """Novel views rendered per scene."""
     train_epochs: int = 6
     """Epochs of the 2D classifier."""
+    turntable_views: int = 12
+    """Frames of each scene's turntable animation."""
 
 
 @dataclass
@@ -98,6 +102,7 @@ def default_steps() -> list[tuple[str, DemoStep]]:
         ("render", render_step),
         ("pack", pack_step),
         ("train", train_step),
+        ("turntables", turntable_step),
         ("report", report_step),
     ]
 
@@ -246,6 +251,27 @@ def train_step(ctx: DemoContext) -> None:
     ctx.artefacts["training curve"] = ctx.path("train", "curve.png")
 
 
+def turntable_step(ctx: DemoContext) -> None:
+    """An orbit of each stored scene (rgb only, OUT/turntables/), as a looping GIF in OUT/report/turntables/."""
+    import imageio.v3 as iio
+    from perfdata.pipelines.demo_report import write_turntable
+    from perfdata.pipelines.render import RenderConfig, render_store
+
+    from perfdata.records.render import read_render
+
+    cfg = RenderConfig(n_views=ctx.cfg.turntable_views, size=ctx.cfg.size, seed=ctx.cfg.seed, poses="orbit",
+                       what=("rgb",))
+    result = render_store(str(ctx.path("dataset.zarr")), ctx.path("turntables"), cfg)
+    for scene_id, error in result.failed:
+        ctx.notes.append(f"turntable {scene_id} failed: {error}")
+    for scene_id in (*result.rendered, *result.kept):
+        folder = ctx.path("turntables", scene_id)
+        meta = read_render(folder)
+        frames = [iio.imread(folder / f"{v['name']}.rgb.png")[..., :3] for v in meta.views]
+        ctx.artefacts[f"turntable {scene_id}"] = write_turntable(frames, ctx.path("report", "turntables",
+                                                                                  f"{scene_id}.gif"))
+
+
 def _last_epoch(result: Any) -> dict[str, Any]:
     last = result.epochs[-1] if getattr(result, "epochs", None) else None
     return {} if last is None else {k: v for k, v in vars(last).items() if isinstance(v, (int, float))}
@@ -275,3 +301,26 @@ def report_step(ctx: DemoContext) -> None:
     path = report_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     ctx.artefacts["report"] = path
+    ctx.artefacts["html report"] = write_html_report(ctx)
+
+
+def write_html_report(ctx: DemoContext) -> Path:
+    """OUT/report/index.html from what the steps made (`perfdata.pipelines.demo_report`)."""
+    from perfdata.pipelines.demo_report import ReportInput, read_training, write_report
+
+    cfg = ctx.cfg
+    arts = ctx.artefacts
+    training = read_training(ctx.path("train"))
+    data = ReportInput(
+        out=Path(cfg.out), title="perfdata demo",
+        summary=(f"{cfg.n_scenes} object + {cfg.n_scenes} room scenes, {cfg.n_views} views of {cfg.size}x{cfg.size} "
+                 f"px, seed {cfg.seed}; fits of {cfg.fit_seconds:g} s each (psnr / ssim / depth_abs_rel on "
+                 "held-out views)."),
+        scenes=ctx.scene_rows, input_sheet=arts.get("contact_sheet"),
+        render_sheets={k.removeprefix("renders "): p for k, p in arts.items() if k.startswith("renders ")},
+        turntables={k.removeprefix("turntable "): p for k, p in arts.items() if k.startswith("turntable ")},
+        trainings=[training] if training is not None else [],
+        artefacts={**arts, **{f"fit {r['scene']}": ctx.path("fits", r["scene"], "fit.json") for r in ctx.scene_rows
+                              if ctx.path("fits", r["scene"], "fit.json").is_file()}},
+        notes=ctx.notes, timings=ctx.timings)
+    return write_report(data)

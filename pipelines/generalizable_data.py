@@ -127,7 +127,9 @@ def load_scene_tensors(scene: Scene, model_names: Sequence[str], labels: bool = 
         ax = grid_from_world[:3, :3] @ f.c2w[:3, 2]
         axes.append(ax / np.linalg.norm(ax))
         if with_depth:
-            depths.append(f.load_depth())
+            depth = f.load_depth()
+            assert depth is not None  # scene.has_depth: every frame has one
+            depths.append(depth)
         if mapping is not None:
             lab = f.load_labels()
             assert lab is not None

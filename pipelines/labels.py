@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from perfdata import camera
 from perfdata.atomic import atomic_dir, remove_stale
-from perfdata.errors import InputError
+from perfdata.errors import ConfigError, InputError
 from perfdata.grid import SparseGrid
 from perfdata.markers import Markers
 from perfdata.runner import RunConfig, StageJob, TaskOutcome, run_stage
@@ -207,6 +207,9 @@ def label_scene(store_url: str, cfg: LabelConfig, points_template: str | None, r
     else:
         from perfdata.readers import load_scenes
 
+        if reader is None or data is None:
+            raise ConfigError("labels come from a points file (--points) or from a reader's label maps "
+                              "(--reader and --data): none was given")
         (scene,) = list(load_scenes(reader, data, (scene_id,)))
         labels, dist = labels_from_maps(grid, scene.frames, cfg)[0], None
         source = f"{reader}:{data} (2D label maps through depth)"

@@ -108,7 +108,8 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig,
         return PackResult(out_dir, None, (), counts, scenes, classes, tuple(incomplete), tuple(low))
     plans = {name: SplitPlan(name, ids, classes, cfg.maxcount, cfg.maxsize) for name, ids in scenes.items()}
     markers = Markers.beside(out_dir, "pack")
-    index, shards = None, ()
+    index: Path | None = None
+    shards: tuple[ShardInfo, ...] = ()
     with ShardSet(out_dir) as shard_set:  # the splits write into its staging; index.json switches last
         job = StageJob(markers, functools.partial(pack_split, str(renders_dir), str(shard_set.staging), plans),
                        functools.partial(split_is_done, markers, str(out_dir), plans))

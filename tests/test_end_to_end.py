@@ -4,22 +4,31 @@ through `perfdata.pipelines.demo` (the same steps `perfdata demo` runs), each ou
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import webdataset as wds
-from perfdata.pipelines.demo import DemoConfig, run_demo
+from perfdata.pipelines.demo import DemoConfig, DemoResult, run_demo
 
 from perfdata.status import output_status
 from perfdata.store import open_store
 from perfdata.store.validate import validate_store
 
 
-def test_pipeline_end_to_end(tmp_path: Path) -> None:
-    cfg = DemoConfig(tmp_path, n_scenes=1, size=32, n_views=9, fit_seconds=120.0, fit_steps=80, render_views=3,
-                     train_epochs=2)
-    result = run_demo(cfg)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult]:
+    """One small demo run, shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(out, n_scenes=1, size=32, n_views=9, fit_seconds=120.0, fit_steps=80, render_views=3,
+                     train_epochs=2, turntable_views=6)
+    return out, run_demo(cfg)
+
+
+def test_pipeline_end_to_end(demo: tuple[Path, DemoResult]) -> None:
+    tmp_path, result = demo
     assert [r["scene"] for r in result.scenes] == ["obj_0000_sphere", "room_0000"]
 
     status = json.loads((tmp_path / "downloads" / "download_status.json").read_text())
@@ -50,3 +59,59 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and np.isfinite(metrics["epochs"][-1]["train_loss"])
     assert (tmp_path / "report" / "report.md").read_text().count("| done |") == 2
+
+
+def start_chromium() -> Any:
+    """Headless Debian chromium driven by chromium-driver through selenium; skips where none can start."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (test extras) is not installed")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--allow-file-access-from-files"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        pytest.skip("no chromium / chromedriver on PATH (Debian: apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    options.binary_location = browser
+    from selenium.webdriver.chrome.service import Service
+
+    try:
+        return webdriver.Chrome(options=options, service=Service(driver_path))
+    except Exception as exc:  # noqa: BLE001 -- any start-up failure means no browser here
+        pytest.skip(f"headless chromium did not start: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def test_the_html_report_loads_in_a_real_browser(demo: tuple[Path, DemoResult]) -> None:
+    """report/index.html in headless chromium: it loads, every image decodes (naturalWidth > 0), the console
+    has no error, every local link names a file or folder that exists; it shows each scene's fit PSNR."""
+    out, result = demo
+    page = out / "report" / "index.html"
+    assert result.artefacts["html report"] == page
+    gifs = sorted((out / "report" / "turntables").glob("*.gif"))
+    assert [g.stem for g in gifs] == sorted(r["scene"] for r in result.scenes)
+    driver = start_chromium()
+    try:
+        driver.get(page.as_uri())
+        assert driver.title == "perfdata demo"
+        assert driver.execute_script("return document.readyState") == "complete"
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);")
+        sources = {src for src, _, _ in images}
+        assert {"contact_sheet.png", "fit_psnr.png", "../train/curve.png"} <= sources, sources
+        assert {f"turntables/{g.name}" for g in gifs} <= sources
+        assert len(images) >= 8 and all(ok and width > 0 for _, ok, width in images), images
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+        links = driver.execute_script("return Array.from(document.links).map(a => a.getAttribute('href'));")
+        text = driver.find_element("tag name", "body").text
+    finally:
+        driver.quit()
+    from urllib.parse import unquote
+
+    missing = [h for h in links if not (page.parent / unquote(h)).exists()]
+    assert links and missing == [], missing
+    assert "../dataset.zarr" in links and "../shards/index.json" in links
+    for row in result.scenes:
+        assert row["scene"] in text and f"{row['psnr']}" in text

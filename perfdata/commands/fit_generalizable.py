@@ -70,7 +70,7 @@ def fit_generalizable_command(reader: str, data: str, out: Path, scene_ids: Sequ
             bar.update(task, completed=min(done, total), info=f"step {p.step}  loss {p.loss:.4f}  psnr {p.psnr:.2f}")
 
         result = fit_generalizable(scenes, out, cfg, resume=resume, force=force, callback=callback, where=data)
-    rows = [(k, f"{v:.4f}") for k, v in result.metrics.items()]
+    rows: list[tuple[str, Any]] = [(k, f"{v:.4f}") for k, v in result.metrics.items()]
     rows += [("steps", result.steps), ("train seconds", f"{result.train_seconds:.1f}"),
              ("held-out scenes", len(result.split["heldout"]))]
     print_table(f"fit generalizable -> {out}", rows, header=["metric", "value"])

@@ -18,6 +18,7 @@ Mirror: any fsspec URL (http(s), s3, file, a plain local path) whose `index.json
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 class Source(Protocol):
     """Lists the files of a chunk."""
 
-    description: str
+    @property
+    def description(self) -> str: ...
 
     def list_chunk(self, chunk: ChunkEntry) -> list[RemoteFile]: ...
 
@@ -84,7 +86,7 @@ class HFSource:
         params = {"recursive": "1"} if recursive else {}
         entries: list[dict[str, Any]] = []
         while url is not None:
-            page, url = with_retries(f"listing {url}", lambda u=url, p=params: self._get_page(u, p), self.cfg)
+            page, url = with_retries(f"listing {url}", functools.partial(self._get_page, url, params), self.cfg)
             params = {}  # the next-page URL carries its own query
             entries += page
         return entries
@@ -195,7 +197,7 @@ def validate_index(raw: Any, where: str, dataset: str | None = None) -> dict[str
             raise DownloadError(f"{where}: chunk {key!r} is not a number with a list of files")
         for entry in files:
             ok = isinstance(entry, dict) and isinstance(entry.get("path"), str)
-            ok = ok and isinstance(entry.get("size"), int) and _SHA256_RE.match(str(entry.get("sha256", "")))
+            ok = ok and isinstance(entry.get("size"), int) and _SHA256_RE.match(str(entry.get("sha256", ""))) is not None
             if not ok:
                 raise DownloadError(f"{where}: malformed entry in chunk {key}: {str(entry)[:200]}")
             check_relative(entry["path"], where)

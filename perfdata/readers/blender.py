@@ -219,7 +219,7 @@ def load_scene(root: Path, scene_id: str) -> Scene:
         world_from_grid = normalise(frames)
     rgba = any(info.rgba for info in infos)
     background = block["background"] if "background" in block else ("white" if rgba else None)
-    extras = {k: block[k] for k in ("kind", "seed", "background_color", "backdrop") if k in block}
+    extras: dict[str, Any] = {k: block[k] for k in ("kind", "seed", "background_color", "backdrop") if k in block}
     return Scene(
         scene_id=scene_id,
         frames=tuple(frames),

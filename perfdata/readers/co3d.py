@@ -214,7 +214,8 @@ def load_scene(root: Path, scene_id: str, options: Options = Options()) -> Scene
     anns = sorted(anns, key=lambda a: a.get("frame_number", 0))
     frames = tuple(_frame(a, category.parent, where, options) for a in anns)
     first = frames[0]
-    width, height, _ = images.image_header(first.image)  # type: ignore[arg-type]
+    assert isinstance(first.image, Path)  # _frame gives every frame its image file
+    width, height, _ = images.image_header(first.image)
     if (width, height) != (first.width, first.height):
         raise InputError(first.image, f"image is {width}x{height} but {where.name} says {first.width}x{first.height}")
     ply = category / scene_id / "pointcloud.ply"

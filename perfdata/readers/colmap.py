@@ -182,7 +182,8 @@ def load_scene(root: Path, scene_id: str) -> Scene:
     if capture == "forward_facing" and "bounds" in meta:
         reference = reference_pose(c2ws)
         meta["reference_c2w"] = reference.tolist()
-        world_from_grid = normalisation_from_frustums(frames, *meta["bounds"], reference)
+        near, far = meta["bounds"]
+        world_from_grid = normalisation_from_frustums(frames, near, far, reference)
     elif capture == "object" or points is None or not len(points.ids):
         world_from_grid = normalisation_from_cameras(frames) if capture == "object" else normalise(frames)
     else:

@@ -153,7 +153,7 @@ def _frames(index: _Index, folder: Path) -> tuple[Frame, ...]:
                  else functools.partial(_missing_full_size, folder, scaled))
         pre = tuple(Prescaled(k, *index.sizes[k], index.folders[k][0] / index.folders[k][1][i]) for k in scaled)
         frames.append(Frame(name=Path(names[i]).stem, K=camera.intrinsics(f, f, width / 2, height / 2), c2w=c2w,
-                            width=width, height=height, image=image, prescaled=pre))  # type: ignore[arg-type]
+                            width=width, height=height, image=image, prescaled=pre))
     return tuple(frames)
 
 

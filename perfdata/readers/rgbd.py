@@ -115,12 +115,14 @@ def load_scene(root: Path, scene_id: str) -> Scene:
     width, height, _ = images.image_header(folder / "images" / names[0])
     check_principal_point(K, (width, height), folder / "images" / names[0], folder / "K.txt")
     has_depth = (folder / "depth").is_dir()
-    depths = [folder / "depth" / (Path(n).stem + ".png") for n in names] if has_depth else [None] * len(names)
+    depths: list[Path | None] = [None] * len(names)
     if has_depth:
-        missing_depth = [d for d in depths if not d.is_file()]
+        depth_files = [folder / "depth" / (Path(n).stem + ".png") for n in names]
+        missing_depth = [d for d in depth_files if not d.is_file()]
         if missing_depth:
             raise InputError(missing_depth[0], f"depth map not found ({len(missing_depth)} missing)")
-        _check_size(depths[0], (width, height), folder / "K.txt")
+        _check_size(depth_files[0], (width, height), folder / "K.txt")
+        depths = list(depth_files)
     frames = tuple(
         Frame(name=Path(n).stem, K=K, c2w=pose.reshape(4, 4), width=width, height=height,
               image=folder / "images" / n, depth=depth)

@@ -111,7 +111,8 @@ def list_render_scenes(renders_dir: str | Path) -> tuple[list[str], list[str]]:
     if not renders_dir.is_dir():
         raise InputError(renders_dir, "renders folder not found")
     markers = Markers.in_folder(renders_dir, "render")
-    done, incomplete = [], []
+    done: list[str] = []
+    incomplete: list[str] = []
     for d in sorted(p for p in renders_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         (done if markers.is_done(d.name) else incomplete).append(d.name)
     return done, incomplete

@@ -50,7 +50,7 @@ def group_bounds(parts: Sequence[Primitive]) -> tuple[np.ndarray, np.ndarray]:
     return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
 
 
-def rest_on_floor(parts: Sequence[Primitive], xy: Sequence[float], floor_z: float = 0.0) -> list[Primitive]:
+def rest_on_floor(parts: Sequence[Primitive], xy: Sequence[float] | np.ndarray, floor_z: float = 0.0) -> list[Primitive]:
     """Translate a group so its lowest point touches z = floor_z and its bounds are centred on `xy`."""
     lo, hi = group_bounds(parts)
     shift = np.array([xy[0] - 0.5 * (lo[0] + hi[0]), xy[1] - 0.5 * (lo[1] + hi[1]), floor_z - lo[2]])

@@ -101,5 +101,7 @@ def test_run_demo_takes_a_custom_step_list(tmp_path):
     result = run_demo(DemoConfig(tmp_path, n_scenes=2, size=12, n_views=1), chosen)
     assert list(result.timings) == steps
     assert [s["scene"] for s in result.scenes] == ["obj_0000_sphere", "obj_0001_box"]
-    assert set(result.artefacts) == {"contact_sheet", "report"}
+    assert set(result.artefacts) == {"contact_sheet", "report", "html report"}
+    page = result.artefacts["html report"].read_text()
+    assert 'src="contact_sheet.png"' in page and "obj_0001_box" in page and "fit_psnr.png" not in page  # no fits
     assert iio.imread(result.artefacts["contact_sheet"]).shape == (2 * 12 + 3 * 2, 4 * 12 + 5 * 2, 3)

@@ -208,7 +208,9 @@ def rays_to_cube(grid_from_world: np.ndarray, origins: torch.Tensor, dirs: torch
     return o, d / norm[:, None], 1.0 / norm
 
 
-def march(accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, offset: torch.Tensor | float = 0.5):
+def march(
+    accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, offset: torch.Tensor | float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Packed samples of cube rays in occupied cells.
 
     Samples sit at cube_entry + (k + offset) * step (whatever the occupied box, so skipping never moves them).

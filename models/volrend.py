@@ -59,7 +59,7 @@ def ray_starts(ray_indices: torch.Tensor, n_rays: int) -> tuple[torch.Tensor, to
 
 
 def render_weights_packed(
-    sigmas: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor, n_rays: int
+    sigmas: torch.Tensor, deltas: torch.Tensor | float, ray_indices: torch.Tensor, n_rays: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Compositing weights of packed samples (same maths as `render_weights`).
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class SparseGrid:
 
     def save(self, path: str | Path) -> None:
         """Write as an uncompressed npz (atomic; no pickled objects)."""
-        arrays = {
+        arrays: dict[str, Any] = {
             "format_version": np.array(GRID_FORMAT_VERSION),
             "coords": self.coords.astype(np.int32),
             "density": self.density.astype(np.float32),

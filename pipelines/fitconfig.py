@@ -147,7 +147,7 @@ class FitConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown FitConfig field(s) {', '.join(unknown)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         if isinstance(fixed.get("semantic"), dict):
             fixed["semantic"] = SemanticConfig.from_dict(fixed["semantic"], source)
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def checkpoint_tensors(path: Path) -> dict[str, np.ndarray]:
     """The required tensors (and background ones when present) as numpy, keys as in the checkpoint."""
     ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", {})
-    pick = lambda k: state[k] if k in state else ckpt.get(k)  # noqa: E731
+    pick: Callable[[str], Any] = lambda k: state[k] if k in state else ckpt.get(k)  # noqa: E731
     missing = [k for k in REQUIRED_KEYS if pick(k) is None]
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")

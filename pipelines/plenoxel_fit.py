@@ -55,9 +55,9 @@ def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torc
             parts["depth"].append(torch.from_numpy(f.load_depth().reshape(-1)))  # type: ignore[union-attr]
         if with_mask:
             parts["mask"].append(torch.from_numpy(f.load_mask().reshape(-1).astype(np.float32)))  # type: ignore[union-attr]
-    o, d, zs = plenoxel.rays_to_cube(grid_from_world, torch.cat(parts["o"]), torch.cat(parts["d"]))
+    o_cube, d_cube, zs = plenoxel.rays_to_cube(grid_from_world, torch.cat(parts["o"]), torch.cat(parts["d"]))
     return RaySet(
-        origins=o.float().to(device), dirs=d.float().to(device), z_scale=zs.float().to(device),
+        origins=o_cube.float().to(device), dirs=d_cube.float().to(device), z_scale=zs.float().to(device),
         rgb=torch.cat(parts["rgb"]).float().to(device),
         depth=torch.cat(parts["depth"]).float().to(device) if with_depth else None,
         mask=torch.cat(parts["mask"]).to(device) if with_mask else None,

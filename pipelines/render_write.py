@@ -145,5 +145,5 @@ def render_to_shards(
                 contact.write_contact_sheet(out_dir / "contact" / f"{info.scene_id}.png", tiles.rows)
         index, shards = shard_set.commit(classes, seed=cfg.pack.seed, val_fraction=cfg.pack.val_fraction,
                                          split_by="scene", scenes={k: list(v) for k, v in splits.items()})
-    rendered = tuple(i.scene_id for i in infos)
-    return {"rendered": rendered, "n_views": n_views, "shards": tuple(shards), "index_path": index}
+    rendered_ids = tuple(i.scene_id for i in infos)
+    return {"rendered": rendered_ids, "n_views": n_views, "shards": tuple(shards), "index_path": index}

@@ -32,7 +32,8 @@ class SemanticTrainer(plenoxel_fit.Trainer):
 
     def __init__(self, scene: Scene, cfg: FitConfig, rays: plenoxel_fit.RaySet, device: torch.device,
                  labels: torch.Tensor, n_classes: int, train_grid: bool = True) -> None:
-        self.n_classes, self.train_grid, self.field = n_classes, train_grid, None
+        self.n_classes, self.train_grid = n_classes, train_grid
+        self.field: semantic.SemanticField | None = None
         self.labels = labels.to(device)
         self.labelled = torch.nonzero(self.labels >= 0).squeeze(-1)
         if self.labelled.numel() == 0:
@@ -71,6 +72,7 @@ class SemanticTrainer(plenoxel_fit.Trainer):
         """One label-loss step on the logits (`frac`: progress of the label training, for the lr); returns the
         cross-entropy. n_rays: labelled rays (default `SemanticConfig.rays`)."""
         sem, rays = self.cfg.semantic, self.rays
+        assert self.field is not None, "set_grid sets the field"
         n_rays = sem.rays if n_rays is None else n_rays
         pick = torch.randint(self.labelled.numel(), (n_rays,), generator=self.gen, device=self.device)
         idx = self.labelled[pick]
@@ -124,6 +126,7 @@ def with_logits(result: FitResult, trainer: SemanticTrainer, metrics: dict[str, 
                 ) -> FitResult:
     """The fit result with per-voxel logits and confident labels in its grid and the label metrics added."""
     grid = result.grid
+    assert trainer.field is not None, "set_grid sets the field"
     coords = torch.from_numpy(grid.coords.astype(np.int64)).to(trainer.device)
     logits = semantic.voxel_logits(trainer.field, trainer.grid, coords).cpu().numpy().astype(np.float32)
     labels = semantic.confident_labels(logits, trainer.cfg.semantic.threshold)
@@ -153,6 +156,7 @@ def fit_semantic(scene: Scene, cfg: FitConfig, device: torch.device,
     else:
         result = fit_logits_only(scene, cfg, device, make_trainer, callback)
     trainer = made[-1]
+    assert trainer.field is not None, "set_grid sets the field"
     metrics: dict[str, float] = {}
     if scene.heldout_frames:
         metrics = evaluate_labels(trainer.grid, trainer.field, scene.heldout_frames, cfg.step_size, n_classes,

@@ -63,6 +63,7 @@ def export(fits_dir: str | None, perfception: str | None, from_model: str | None
 
         result = import_perfception(perfception, out, cfg)
     else:
+        assert fits_dir is not None  # exactly one of --fits, --from-perfception and --from-model
         result = export_fits(fits_dir, out, cfg, run)
     rows = [(s.scene_id, s.status, s.n_voxels or "", f"{s.seconds:.2f}" if s.seconds else "", s.error)
             for s in result.scenes]

@@ -78,10 +78,11 @@ def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ..
 
         load_model(init_from)  # a bad checkpoint is bad input before any fit starts
     cfg = _config(config_file, method, device, steps, max_seconds, resolution, downscale, holdout_every, seed)
-    cfg = dataclasses.replace(cfg, init_from=init_from, **({"background": background} if background else {}))
+    extra: dict[str, Any] = {"background": background} if background else {}
+    cfg = dataclasses.replace(cfg, init_from=init_from, **extra)
     semantic = {"label_frames": label_frames, "label_noise": label_noise, "label_downscale": label_downscale,
                 "label_clicks": label_clicks, "from_fit": from_fit}
-    given = {k: v for k, v in semantic.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in semantic.items() if v is not None}
     if given and method != "semantic":
         raise ConfigError(f"--{', --'.join(k.replace('_', '-') for k in given)}: options of --method semantic")
     if given:
@@ -120,14 +121,14 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _run(reader: str, data: str, scene_ids: tuple[str, ...], out: Path, cfg: FitConfig, run: RunConfig
          ) -> list[TaskOutcome]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from perfdata.pipelines.fit import fit_scenes
 
     total = cfg.max_seconds if cfg.max_seconds is not None else float(cfg.steps)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn()) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def callback(scene_id: str, p) -> None:  # type: ignore[no-untyped-def]
             if scene_id not in tasks:

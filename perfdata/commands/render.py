@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from perfdata.commands.common import print_table, runner_options
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from perfdata.runner import RunConfig
 
 
@@ -75,8 +77,9 @@ def render(store: str | None, model: str | None, reader: str | None, data: str |
         shards=shards_dir is not None, dry_run=run.dry_run,
         pack=PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed),
     )
+    assert store is not None  # exactly one of --store and --model; --model returned above
     with _progress() as report:
-        result = render_store(store, out or shards_dir, cfg, report, run)
+        result = render_store(store, cast(str, out or shards_dir), cfg, report, run)
     rows = [(s, "rendered" if not run.dry_run else "planned", "") for s in result.rendered]
     rows += [(s, "kept (done)", "") for s in result.kept]
     rows += [(s, "skipped", why) for s, why in result.skipped] + [(s, "failed", e) for s, e in result.failed]
@@ -91,7 +94,7 @@ def render(store: str | None, model: str | None, reader: str | None, data: str |
 class _progress:
     """A rich progress bar fed with (scene_id, views done, views in scene)."""
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> Callable[[str, int, int], None]:
         from rich.progress import Progress
 
         self.bar = Progress(transient=True)

@@ -93,8 +93,9 @@ def check_attrs(attrs: Any, where: str) -> dict[str, Any]:
         raise InputError(where, f"background kind {attrs.get('kind')!r} is not known (msi)")
     n_layers = int(attrs.get("n_layers", 0))
     for name in ("value_min", "value_scale"):
-        if np.shape(attrs.get(name)) != (n_layers, 4):
-            raise InputError(where, f"background {name} must be ({n_layers}, 4), got {np.shape(attrs.get(name))}")
+        value: Any = attrs.get(name)
+        if np.shape(value) != (n_layers, 4):
+            raise InputError(where, f"background {name} must be ({n_layers}, 4), got {np.shape(value)}")
     return attrs
 
 

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -75,7 +75,7 @@ class CodecChoice:
         if self.compressor == "zstd":
             comp: Any = ZstdCodec(level=self.level)
         else:
-            shuffle = "shuffle" if self.compressor == "blosc-shuffle" else "bitshuffle"
+            shuffle: Literal["shuffle", "bitshuffle"] = "shuffle" if self.compressor == "blosc-shuffle" else "bitshuffle"
             comp = BloscCodec(cname="zstd", clevel=self.level, shuffle=shuffle, typesize=dtype.itemsize)
         compressors = [comp, Crc32cCodec()] if checksum else [comp]
         return {"chunks": self.chunks(shape, dtype.itemsize, chunk_bytes), "filters": filters,

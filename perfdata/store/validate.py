@@ -124,7 +124,7 @@ def _check_background(loc: Location, where: str, sub: zarr.Group) -> list[Proble
 def _check_array(loc: Location, where: str, name: str, arr: zarr.Array, attrs: SceneAttrs) -> list[Problem]:
     ndim, dtypes = ARRAYS[name]
     problems = []
-    if arr.ndim != ndim or arr.dtype.name not in dtypes:  # type: ignore[union-attr]
+    if arr.ndim != ndim or arr.dtype.name not in dtypes:
         problems.append(Problem(where, f"is {arr.dtype}{arr.shape}, schema wants {ndim}-d {'/'.join(dtypes)}"))
     if name in PER_VOXEL and arr.shape[0] != attrs.n_voxels:
         problems.append(Problem(where, f"has {arr.shape[0]} rows, scene attrs say {attrs.n_voxels} voxels"))
@@ -145,7 +145,9 @@ def _check_array(loc: Location, where: str, name: str, arr: zarr.Array, attrs: S
 
 def _read_chunks(loc: Location, where: str, arr: zarr.Array) -> tuple[list[np.ndarray], list[Problem]]:
     """Read chunk by chunk; a missing, truncated or corrupt (checksum mismatch) chunk is a problem naming its key."""
-    pieces, problems, rows = [], [], {}
+    pieces: list[np.ndarray] = []
+    problems: list[Problem] = []
+    rows: dict[int, list[np.ndarray]] = {}
     local_dir = local_array_dir(loc, where)
     for idx, sel in iter_chunks(arr):
         if local_dir is None and not loc.fs.exists(f"{loc.root}/{where}/{chunk_key(idx)}"):

@@ -7,7 +7,7 @@ concentric spheres around the cube's centre (cube frame, unit = the cube's half-
 of (2H, H) texels (longitude x latitude) holding 4 raw values: the colour as an SH DC coefficient
 (colour = max(raw * SH_C0 + 0.5, 0)) and a density per cube unit (through ReLU). This is svox2's layout
 (`background_data` (2H * H, L, 4) with dense `background_links` (2H, H)), so PeRFception's checkpoints import
-as they are (`from_svox2`).
+as they are (`perfdata.store.background`).
 
 Rendering a ray (cube frame, unit direction): it meets layer k at its far intersection t_k, and the layer counts
 when its radius is at least max(1, the ray's distance to the centre) -- the ray then crosses that sphere on its
@@ -44,22 +44,6 @@ class MSI:
     def __post_init__(self) -> None:
         w, h, n, c = self.data.shape
         assert w == 2 * h and h >= 2 and n >= 1 and c == 4, f"MSI data must be (2H, H, L, 4), got {tuple(self.data.shape)}"
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.data.shape[2])
-
-    @property
-    def height(self) -> int:
-        return int(self.data.shape[1])
-
-    @classmethod
-    def empty(cls, n_layers: int, height: int, density: float, behind: torch.Tensor,
-              device: str | torch.device = "cpu") -> MSI:
-        """Grey layers of constant raw density."""
-        data = torch.zeros((2 * height, height, n_layers, 4), dtype=torch.float32, device=device)
-        data[..., 3] = density
-        return cls(data, behind.to(device=device, dtype=torch.float32))
 
     def to_numpy(self) -> np.ndarray:
         return self.data.detach().cpu().numpy().astype(np.float32)
@@ -118,11 +102,10 @@ def sample_layers(data: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch
     return out[..., 0].permute(2, 0, 1)
 
 
-def render(msi: MSI, origins: torch.Tensor, dirs: torch.Tensor, data: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, 3) colour of the background along cube rays (origins (n, 3), unit dirs (n, 3)).
-
-    `data` replaces msi.data (a tensor that requires grad, while fitting)."""
-    data = msi.data if data is None else data
+def render(msi: MSI, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """(n, 3) colour of the background along cube rays (origins (n, 3), unit dirs (n, 3)); differentiable in
+    msi.data and msi.behind."""
+    data = msi.data
     n_layers = int(data.shape[2])
     t, dt = far_hits(origins, dirs, n_layers)
     points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
@@ -140,32 +123,3 @@ def tv_loss(data: torch.Tensor) -> torch.Tensor:
     du = data - torch.roll(data, 1, dims=0)
     dv = data[:, 1:] - data[:, :-1]
     return (du * du).sum(-1).mean() + (dv * dv).sum(-1).mean()
-
-
-def from_svox2(background_data: np.ndarray, n_layers: int | None = None,
-               links: np.ndarray | None = None) -> np.ndarray:
-    """svox2 / PeRFception `background_data` (n_texels, L, 4) (float, already dequantised) with its
-    `background_links` (2H, H) (-1 = pruned texel; default: dense, row = u * H + v) -> dense (2H, H, L, 4)."""
-    data = np.asarray(background_data, dtype=np.float32)
-    if data.ndim != 3 or data.shape[2] != 4 or (n_layers is not None and data.shape[1] != n_layers):
-        raise ValueError(f"background_data must be (texels, layers, 4), got {data.shape}")
-    if links is None:
-        height = int(round(math.sqrt(data.shape[0] / 2)))
-        if 2 * height * height != data.shape[0]:
-            raise ValueError(f"{data.shape[0]} texels are not 2 H^2 (pass background_links)")
-        return data.reshape(2 * height, height, data.shape[1], 4)
-    links = np.asarray(links)
-    if links.ndim != 2 or links.shape[0] != 2 * links.shape[1]:
-        raise ValueError(f"background_links must be (2H, H), got {links.shape}")
-    dense = np.zeros((*links.shape, data.shape[1], 4), np.float32)
-    ok = links >= 0
-    if ok.any() and int(links[ok].max()) >= len(data):
-        raise ValueError(f"background_links point past the {len(data)} texels of background_data")
-    dense[ok] = data[links[ok]]
-    return dense
-
-
-def to_svox2(dense: np.ndarray) -> np.ndarray:
-    """Dense (2H, H, L, 4) -> svox2's (2H * H, L, 4) rows (dense links: row = u * H + v)."""
-    w, h, n_layers, c = dense.shape
-    return np.ascontiguousarray(dense.reshape(w * h, n_layers, c))

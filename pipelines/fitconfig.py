@@ -10,6 +10,7 @@ from typing import Any
 
 from perfdata.pipelines.semantic_config import SemanticConfig
 
+from perfdata.configs import from_fields
 from perfdata.errors import ConfigError
 
 METHODS = ("plenoxel", "semantic", "generalizable")
@@ -143,17 +144,10 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> FitConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{source}: unknown FitConfig field(s) {', '.join(unknown)}")
         fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         if isinstance(fixed.get("semantic"), dict):
             fixed["semantic"] = SemanticConfig.from_dict(fixed["semantic"], source)
-        try:
-            return cls(**fixed)
-        except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return from_fields(cls, fixed, source, "FitConfig")
 
     @classmethod
     def from_json(cls, path: str | Path) -> FitConfig:

@@ -46,6 +46,7 @@ from perfdata.pipelines.generalizable_data import (
 from perfdata.pipelines.generalizable_eval import encode_sources, evaluate_scenes
 
 from perfdata import atomic
+from perfdata.configs import from_fields
 from perfdata.devices import resolve_device, split_scene_ids, versions
 from perfdata.errors import ConfigError, FitError, InputError
 from perfdata.scene import Scene
@@ -102,17 +103,13 @@ class GeneralizableConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> GeneralizableConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown generalizable config field(s) {', '.join(unknown)}")
         fixed = dict(data)
-        try:
-            if "field" in fixed:
+        if "field" in fixed:
+            try:
                 fixed["field"] = FieldConfig.from_dict(fixed["field"])
-            return cls(**fixed)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            except TypeError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        return from_fields(cls, fixed, where, "generalizable config")
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from perfdata.configs import from_fields
 from perfdata.errors import ConfigError
 
 
@@ -69,11 +69,4 @@ class SemanticConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> SemanticConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{source}: unknown semantic field(s) {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return from_fields(cls, data, source, "semantic")

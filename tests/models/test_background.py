@@ -83,15 +83,3 @@ def test_gradients_reach_the_texels_a_ray_reads() -> None:
     assert data.grad is not None
     touched = data.grad.abs().sum(dim=(2, 3)) > 0
     assert touched[4, 2] and touched.sum() <= 4  # longitude 0 sits at column 4, the equator at row 2
-
-
-def test_svox2_layout_round_trip_and_pruned_texels() -> None:
-    rng = np.random.default_rng(1)
-    dense = rng.normal(size=(8, 4, 3, 4)).astype(np.float32)
-    np.testing.assert_array_equal(B.from_svox2(B.to_svox2(dense)), dense)
-    links = np.arange(32, dtype=np.int32).reshape(8, 4)
-    links[0, 0] = -1
-    back = B.from_svox2(B.to_svox2(dense), links=links)
-    assert not back[0, 0].any() and np.array_equal(back[1:], dense[1:])
-    with pytest.raises(ValueError, match="past the 31"):
-        B.from_svox2(B.to_svox2(dense)[:31], links=links + 1)

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from perfdata.models import background as background_model
 from perfdata.models import fused as fused_render
+from perfdata.models import ndc as ndc_space
 from perfdata.models import sampling, sh, volrend
 
 from perfdata.grid import SparseGrid
+from perfdata.ndc import NDC
 
 
 @dataclass
@@ -42,6 +44,8 @@ class PlenoxelGrid:
         world_from_grid: (4, 4) float64 numpy similarity cube -> world.
         background: (3,) float32 colour behind the field, or None (black); with `msi`, behind its last layer.
         msi: the multi-sphere background outside the cube (`perfdata.models.background`), or None.
+        ndc: with a forward-facing fit, the NDC space the cube lies in (`perfdata.models.ndc`): world rays are
+            mapped into NDC, then by the inverse of world_from_grid; None: world_from_grid alone.
     """
 
     links: torch.Tensor
@@ -50,6 +54,7 @@ class PlenoxelGrid:
     world_from_grid: np.ndarray
     background: torch.Tensor | None = None
     msi: background_model.MSI | None = None
+    ndc: NDC | None = None
 
     def __post_init__(self) -> None:
         n = self.density.shape[0]
@@ -89,6 +94,7 @@ class PlenoxelGrid:
             world_from_grid=np.asarray(grid.world_from_grid, dtype=np.float64),
             background=bg,
             msi=msi,
+            ndc=None if grid.ndc is None else NDC.from_array(grid.ndc),
         )
 
     def to_sparse(self) -> SparseGrid:
@@ -104,6 +110,7 @@ class PlenoxelGrid:
             sh_degree=2,
             background=None if self.background is None else self.background.detach().cpu().numpy(),
             msi=None if self.msi is None else self.msi.to_numpy(),
+            ndc=None if self.ndc is None else self.ndc.to_array(),
         )
 
     def dense_density(self) -> torch.Tensor:
@@ -206,6 +213,38 @@ def rays_to_cube(grid_from_world: np.ndarray, origins: torch.Tensor, dirs: torch
     d = dirs @ T[:3, :3].T
     norm = d.norm(dim=-1).clamp_min(1e-12)
     return o, d / norm[:, None], 1.0 / norm
+
+
+@dataclass(frozen=True)
+class CubeRays:
+    """World rays in a grid's cube: origins (n, 3), unit directions (n, 3), and the map from a cube distance t
+    to the world ray parameter: t * z_scale, or through NDC (`ndc_rays`) when the grid lies in NDC."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    z_scale: torch.Tensor
+    ndc_rays: ndc_space.NDCRays | None = None
+
+    def world_parameter(self, t: torch.Tensor) -> torch.Tensor:
+        """(n,) world ray parameter of cube distances t (n,): z-depth for directions with camera-z 1."""
+        if self.ndc_rays is None:
+            return t * self.z_scale
+        return self.ndc_rays.world_parameter(t * self.z_scale)
+
+
+def world_to_cube(world_from_grid: np.ndarray, ndc: NDC | None, origins: torch.Tensor,
+                  dirs: torch.Tensor) -> CubeRays:
+    """World rays (n, 3) -> cube rays of a grid with this world_from_grid (and NDC space, or None)."""
+    if ndc is None:
+        return CubeRays(*rays_to_cube(np.linalg.inv(world_from_grid), origins, dirs))
+    nr = ndc_space.rays(ndc, origins, dirs)
+    o, d, zs = rays_to_cube(np.linalg.inv(world_from_grid), nr.origins, nr.dirs)
+    return CubeRays(o, d, zs, nr)
+
+
+def grid_rays(grid: PlenoxelGrid, origins: torch.Tensor, dirs: torch.Tensor) -> CubeRays:
+    """World rays (n, 3) -> `grid`'s cube rays, on its device."""
+    return world_to_cube(grid.world_from_grid, grid.ndc, origins.to(grid.device), dirs.to(grid.device))
 
 
 def march(
@@ -326,14 +365,22 @@ def render_rays(
         weight_thresh: SH colour is evaluated only where the compositing weight exceeds this.
         fused: use the fused kernels where they compile (see `render_cube_rays`).
     Returns:
-        dict of rgb (n, 3), depth (n,) in world units (expected depth, opacity-weighted; 0 where empty) and
-        opacity (n,).
+        dict of rgb (n, 3), depth (n,) in world units (expected depth, opacity-weighted; 0 where empty; in NDC
+        the depth of the expected NDC point, times opacity) and opacity (n,).
     """
     assert origins.shape == dirs.shape and origins.ndim == 2 and origins.shape[1] == 3, "rays must be (n, 3)"
     accel = build_accel(grid, step) if accel is None else accel
-    o, d, zs = rays_to_cube(np.linalg.inv(grid.world_from_grid), origins.to(grid.device), dirs.to(grid.device))
-    bg = ray_background(grid, o, d) if background is None else background.to(grid.device)
-    return render_cube_rays(grid, accel, o, d, zs, bg, weight_thresh, fused)
+    cube = grid_rays(grid, origins, dirs)
+    bg = ray_background(grid, cube.origins, cube.dirs) if background is None else background.to(grid.device)
+    if cube.ndc_rays is None:
+        return render_cube_rays(grid, accel, cube.origins, cube.dirs, cube.z_scale, bg, weight_thresh, fused)
+    out = render_cube_rays(grid, accel, cube.origins, cube.dirs, torch.ones_like(cube.z_scale), bg, weight_thresh,
+                           fused)
+    # NDC: the world depth of the expected cube distance (exact for one surface), weighted by opacity
+    opacity = out["opacity"]
+    t_mean = out["depth"] / opacity.clamp_min(1e-6)
+    out["depth"] = torch.where(opacity > 1e-6, cube.world_parameter(t_mean) * opacity, torch.zeros_like(opacity))
+    return out
 
 
 @torch.no_grad()

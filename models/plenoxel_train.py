@@ -109,6 +109,22 @@ def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor | None, weigh
     max_weight.scatter_reduce_(0, flat[keep], vals[keep], reduce="amax")
 
 
+@torch.no_grad()
+def max_weights(grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor,
+                chunk: int = 32768) -> torch.Tensor:
+    """(n_voxels,) the largest compositing weight of any sample next to each row, over cube rays origins, dirs
+    (n, 3) (plain PyTorch render without colour): 0 for voxels no ray sees, such as occluded interiors."""
+    out = torch.zeros(grid.n_voxels, device=grid.device)
+    for start in range(0, origins.shape[0], chunk):
+        o, d = origins[start : start + chunk], dirs[start : start + chunk]
+        ray_idx, _, u = march(accel, o, d)
+        ids, w = lookup(accel, u)
+        sigma = sampling.trilinear_gather(grid.density, ids.clamp_min(0), w).squeeze(-1).clamp_min(0.0)
+        weights, _ = volrend.render_weights_packed(sigma, accel.step_cube, ray_idx, o.shape[0])
+        update_max_weight_(out, ids, weights)
+    return out
+
+
 def voxel_coords(grid: PlenoxelGrid) -> torch.Tensor:
     """(n, 3) int64 voxel index of every row (inverse of `links`)."""
     coords = torch.nonzero(grid.links >= 0)
@@ -179,19 +195,22 @@ def points_mask(points_cube: torch.Tensor, reso: int, dilate: int) -> torch.Tens
 
 
 @torch.no_grad()
-def resample(grid: PlenoxelGrid, reso: int, keep: torch.Tensor, dilate: int = 1, chunk: int = 131072) -> PlenoxelGrid:
-    """The field on a new cubic resolution, allocated only around the rows in `keep` (n,) bool.
+def resample(grid: PlenoxelGrid, reso: int | tuple[int, int, int], keep: torch.Tensor, dilate: int = 1,
+             chunk: int = 131072) -> PlenoxelGrid:
+    """The field on a new resolution (an int: cubic), allocated only around the rows in `keep` (n,) bool.
 
     New voxels whose nearest old voxel is kept, dilated by `dilate` new voxels, are allocated; their values are
     the old field trilinearly interpolated at the new centres.
     """
     assert keep.shape == (grid.n_voxels,), f"keep must be ({grid.n_voxels},), got {tuple(keep.shape)}"
     old = grid.reso
+    new_reso = (reso, reso, reso) if isinstance(reso, int) else tuple(int(r) for r in reso)
     vol = torch.zeros(old, dtype=torch.float32, device=grid.device)
     mask = grid.links >= 0
     vol[mask] = keep[grid.links[mask].long()].float()
     near = [
-        torch.clamp(((2 * torch.arange(reso, device=grid.device) + 1) * r) // (2 * reso), max=r - 1) for r in old
+        torch.clamp(((2 * torch.arange(n, device=grid.device) + 1) * r) // (2 * n), max=r - 1)
+        for r, n in zip(old, new_reso, strict=True)
     ]
     alloc = vol[near[0]][:, near[1]][:, :, near[2]]
     if dilate > 0:
@@ -203,7 +222,7 @@ def resample(grid: PlenoxelGrid, reso: int, keep: torch.Tensor, dilate: int = 1,
     res_old = torch.tensor(old, dtype=torch.float32, device=grid.device)
     for start in range(0, coords.shape[0], chunk):
         c = coords[start : start + chunk]
-        centres = (2.0 * c.float() + 1.0) / reso - 1.0
+        centres = (2.0 * c.float() + 1.0) / torch.tensor(new_reso, dtype=torch.float32, device=grid.device) - 1.0
         flat, w = sampling.trilinear_corners(sampling.cube_to_index(centres, res_old), old)
         ids = links_pad[flat]
         w = w * (ids >= 0).float()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from perfdata.models import sampling, volrend
-from perfdata.models.plenoxel import Accel, PlenoxelGrid, lookup, march, rays_to_cube
+from perfdata.models.plenoxel import Accel, PlenoxelGrid, grid_rays, lookup, march
 
 IGNORE = -1
 """The void / ignore label of label maps."""
@@ -166,7 +166,8 @@ def render_logits(
     weight_thresh: float = 1e-4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Composited logits (n, C) and opacity (n,) of world rays origins, dirs (n, 3) (no grad)."""
-    o, d, _ = rays_to_cube(np.linalg.inv(grid.world_from_grid), origins.to(grid.device), dirs.to(grid.device))
+    cube = grid_rays(grid, origins, dirs)
+    o, d = cube.origins, cube.dirs
     out = render_logits_train(grid, accel, field, o, d, 0.5, weight_thresh)
     return out.logits.detach(), out.opacity
 

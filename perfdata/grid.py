@@ -20,6 +20,7 @@ import numpy as np
 
 from perfdata.atomic import atomic_path
 from perfdata.errors import FormatVersionError, InputError
+from perfdata.ndc import NDC, world_points
 
 GRID_FORMAT_VERSION = 1
 
@@ -41,6 +42,8 @@ class SparseGrid:
             the colour behind its outermost layer).
         msi: optional (2H, H, L, 4) float32 multi-sphere background outside the cube, raw values in svox2's
             layout (`perfdata.models.background`).
+        ndc: optional (19,) float64 NDC space of a forward-facing fit (`perfdata.models.ndc.NDC.to_array`):
+            the cube is that NDC box, so coords are NDC coordinates and `world_centers` maps through it.
     """
 
     coords: np.ndarray
@@ -53,6 +56,7 @@ class SparseGrid:
     labels: np.ndarray | None = None
     background: np.ndarray | None = None
     msi: np.ndarray | None = None
+    ndc: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.coords)
@@ -64,6 +68,7 @@ class SparseGrid:
         assert self.labels is None or self.labels.shape == (n,), "labels must be (n,)"
         assert self.msi is None or (self.msi.ndim == 4 and self.msi.shape[0] == 2 * self.msi.shape[1]
                                     and self.msi.shape[3] == 4), "msi must be (2H, H, L, 4)"
+        assert self.ndc is None or np.shape(self.ndc) == (19,), "ndc must be (19,)"
 
     @property
     def n_voxels(self) -> int:
@@ -92,9 +97,12 @@ class SparseGrid:
         return (2.0 * self.coords + 1.0) / np.asarray(self.reso, dtype=np.float64) - 1.0
 
     def world_centers(self) -> np.ndarray:
-        """(n, 3) voxel centres in the metric world frame."""
+        """(n, 3) voxel centres in the metric world frame (through the NDC space when the grid has one)."""
         T = self.world_from_grid
-        return self.centers() @ T[:3, :3].T + T[:3, 3]
+        points = self.centers() @ T[:3, :3].T + T[:3, 3]
+        if self.ndc is None:
+            return points
+        return world_points(NDC.from_array(self.ndc), points)
 
     def save(self, path: str | Path) -> None:
         """Write as an uncompressed npz (atomic; no pickled objects)."""
@@ -107,7 +115,7 @@ class SparseGrid:
             "world_from_grid": np.asarray(self.world_from_grid, dtype=np.float64),
             "sh_degree": np.array(self.sh_degree),
         }
-        for name in ("logits", "labels", "background", "msi"):
+        for name in ("logits", "labels", "background", "msi", "ndc"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -138,6 +146,7 @@ class SparseGrid:
                 labels=data.get("labels"),
                 background=data.get("background"),
                 msi=None if data.get("msi") is None else data["msi"].astype(np.float32),
+                ndc=None if data.get("ndc") is None else data["ndc"].astype(np.float64),
             )
         except (KeyError, AssertionError) as exc:
             raise InputError(path, f"grid file is incomplete or inconsistent ({exc})") from None

@@ -14,7 +14,7 @@ from perfdata.configs import from_fields
 from perfdata.errors import ConfigError
 
 METHODS = ("plenoxel", "semantic", "generalizable")
-BACKGROUNDS = ("auto", "white", "black", "learned", "msi")
+BACKGROUNDS = ("auto", "white", "black", "learned", "msi", "ndc")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,12 @@ class FitConfig:
     prune_weight: float = 0.0
     """If > 0, a kept voxel must also have had a sample next to it with a compositing weight above this since
     the last resolution change (drops occluded interiors; on lego it kept more floaters than it dropped)."""
+    prune_visible: float | None = None
+    """If > 0, at an upsample a kept voxel must also carry a compositing weight above this on some of
+    `prune_visible_rays` random training rays (one render pass, no colour): drops what no camera sees, such as
+    the occluded depths of a forward-facing scene. None: 0.01 with NDC (`background` ndc), else off."""
+    prune_visible_rays: int = 131072
+    """Training rays of that render pass."""
     max_voxels: int = 6_000_000
     """At an upsample, keep at most about this many voxels (the most opaque), bounding memory and step time."""
     depth_weight: float = 0.05
@@ -71,10 +77,14 @@ class FitConfig:
     init_from_depth: bool = True
     """With depth: allocate only voxels near back-projected depth points (free space starts empty)."""
     background: str = "auto"
-    """What lies behind the grid: white, black or learned (a constant colour), or msi (multi-sphere layers
-    outside the cube, for surroundings). auto picks from the capture (`perfdata.pipelines.capture`): a known
-    colour (masked / alpha frames) -> it; an object with its surroundings or a forward-facing capture -> msi;
-    a room -> learned."""
+    """What lies behind the grid: white, black or learned (a constant colour), msi (multi-sphere layers
+    outside the cube, for surroundings), or ndc (the grid itself reaches to infinity: it lies in the NDC space
+    of the average camera, for forward-facing captures, `perfdata.models.ndc`). auto picks from the capture
+    (`perfdata.pipelines.capture`): a known colour (masked / alpha frames) -> it; an object with its
+    surroundings -> msi; a forward-facing capture -> ndc; a room -> learned."""
+    ndc_depth_ratio: float = 0.5
+    """With NDC: voxels along the depth axis per voxel along the image x axis (the y axis follows the image's
+    aspect ratio), e.g. resolution 256 -> a 256 x 192 x 128 grid for 4:3 images."""
     msi_layers: int = 16
     """MSI background: concentric layers (PeRFception's CO3D fits: 16)."""
     msi_height: int = 64
@@ -125,6 +135,8 @@ class FitConfig:
             raise ConfigError(f"upsample_at needs {len(self.resolution) - 1} fractions for resolution {self.resolution}")
         if self.background not in BACKGROUNDS:
             raise ConfigError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+        if not 0 < self.ndc_depth_ratio <= 1:
+            raise ConfigError(f"ndc_depth_ratio must be in (0, 1], got {self.ndc_depth_ratio}")
         if self.msi_layers < 2 or self.msi_height < 2:
             raise ConfigError(f"msi_layers and msi_height must be >= 2, got {self.msi_layers}, {self.msi_height}")
         if self.device not in ("auto", "cpu", "cuda"):

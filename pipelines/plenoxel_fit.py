@@ -17,11 +17,12 @@ from perfdata.models import background as background_model
 from perfdata.models import fused, metrics, plenoxel, plenoxel_train
 from perfdata.models.optim import SparseRMSProp, merge_sparse
 from perfdata.models.plenoxel import PlenoxelGrid
-from perfdata.pipelines.capture import choose_background, cleared_cube
+from perfdata.pipelines.capture import choose_background, cleared_cube, ndc_space
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 from perfdata import camera, images
 from perfdata.errors import FitError, InputError
+from perfdata.ndc import NDC
 from perfdata.scene import Frame, Scene, resize
 
 
@@ -40,9 +41,9 @@ class RaySet:
 
 
 def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torch.device,
-              masks: bool = False) -> RaySet:
+              masks: bool = False, ndc: NDC | None = None) -> RaySet:
     """Every pixel of `frames` as a cube ray with its colour (and depth when every frame has it; with `masks`,
-    the foreground mask when every frame has one)."""
+    the foreground mask when every frame has one); with `ndc`, the cube lies in that NDC space."""
     parts: dict[str, list[torch.Tensor]] = {"o": [], "d": [], "rgb": [], "depth": [], "mask": []}
     with_depth = all(f.depth is not None for f in frames)
     with_mask = masks and all(f.mask is not None for f in frames)
@@ -55,9 +56,10 @@ def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torc
             parts["depth"].append(torch.from_numpy(f.load_depth().reshape(-1)))  # type: ignore[union-attr]
         if with_mask:
             parts["mask"].append(torch.from_numpy(f.load_mask().reshape(-1).astype(np.float32)))  # type: ignore[union-attr]
-    o_cube, d_cube, zs = plenoxel.rays_to_cube(grid_from_world, torch.cat(parts["o"]), torch.cat(parts["d"]))
+    cube = plenoxel.world_to_cube(np.linalg.inv(grid_from_world), ndc, torch.cat(parts["o"]), torch.cat(parts["d"]))
     return RaySet(
-        origins=o_cube.float().to(device), dirs=d_cube.float().to(device), z_scale=zs.float().to(device),
+        origins=cube.origins.float().to(device), dirs=cube.dirs.float().to(device),
+        z_scale=cube.z_scale.float().to(device),
         rgb=torch.cat(parts["rgb"]).float().to(device),
         depth=torch.cat(parts["depth"]).float().to(device) if with_depth else None,
         mask=torch.cat(parts["mask"]).to(device) if with_mask else None,
@@ -81,7 +83,8 @@ def composited_image(frame: Frame, background: float | None, size: tuple[int, in
 def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
     """The scene as fitted: held-out split, downscaled frames, colour composited over a known background; the
     background chosen (`capture.choose_background`) in meta["fit_background"]; with an MSI the cube cleared
-    from the cameras (`capture.cleared_cube`)."""
+    from the cameras (`capture.cleared_cube`); with NDC the NDC space in meta["fit_ndc"] (`NDC.to_array`) and
+    world_from_grid the identity (the cube is the NDC box)."""
     if cfg.holdout_every > 0:
         scene = scene.with_holdout(cfg.holdout_every)
     choice = choose_background(scene, cfg)
@@ -90,13 +93,16 @@ def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
     if choice == "msi":
         centres = np.stack([f.c2w[:3, 3] for f in scene.train_frames]) if scene.train_frames else np.zeros((0, 3))
         world_from_grid = cleared_cube(world_from_grid, centres, cfg.camera_clearance)
+    meta = {**scene.meta, "fit_background": choice}
+    if choice == "ndc":
+        meta["fit_ndc"] = ndc_space(scene).to_array().tolist()
+        world_from_grid = np.eye(4)
     frames = []
     for f in scene.frames:
         small = f.downscaled(cfg.downscale)
         source = small if f.prescaled else f  # a stored smaller copy (LLFF's images_8/) is read as it is
         image = functools.partial(composited_image, source, bg, (small.height, small.width))
         frames.append(dataclasses.replace(small, image=image))
-    meta = {**scene.meta, "fit_background": choice}
     return dataclasses.replace(scene, frames=tuple(frames), world_from_grid=world_from_grid, meta=meta)
 
 
@@ -104,7 +110,22 @@ def resolve_background(scene: Scene, cfg: FitConfig, device: torch.device) -> tu
     """(3,) starting background colour (with an MSI: behind its last layer) and whether it is learned."""
     choice = scene.meta.get("fit_background") or choose_background(scene, cfg)
     value = {"white": 1.0, "black": 0.0}.get(choice, 0.5)
-    return torch.full((3,), value, device=device), choice in ("learned", "msi")
+    return torch.full((3,), value, device=device), choice in ("learned", "msi", "ndc")
+
+
+def scene_ndc(scene: Scene) -> NDC | None:
+    """The NDC space `prepare_scene` chose for `scene`, or None."""
+    values = scene.meta.get("fit_ndc")
+    return None if values is None else NDC.from_array(values)
+
+
+def grid_shape(scene: Scene, cfg: FitConfig, reso: int) -> tuple[int, int, int]:
+    """The grid of stage resolution `reso`: cubic, or with NDC reso along the image x axis, the image's aspect
+    ratio along y and cfg.ndc_depth_ratio along the depth axis."""
+    if scene_ndc(scene) is None:
+        return (reso, reso, reso)
+    f = (scene.train_frames or scene.frames)[0]
+    return (reso, max(2, round(reso * f.height / f.width)), max(2, round(reso * cfg.ndc_depth_ratio)))
 
 
 def initial_grid(scene: Scene, cfg: FitConfig, rays: RaySet, background: torch.Tensor) -> PlenoxelGrid:
@@ -115,13 +136,15 @@ def initial_grid(scene: Scene, cfg: FitConfig, rays: RaySet, background: torch.T
         from perfdata.pipelines.generalizable_export import initial_grid_from_model
 
         return initial_grid_from_model(cfg.init_from, scene, reso, background)
-    mask = torch.ones((reso, reso, reso), dtype=torch.bool, device=rays.origins.device)
+    mask = torch.ones(grid_shape(scene, cfg, reso), dtype=torch.bool, device=rays.origins.device)
     if rays.depth is not None and cfg.init_from_depth:
         known = rays.depth > 0
         if bool(known.any()):
             pts = rays.origins[known] + rays.dirs[known] * (rays.depth[known] / rays.z_scale[known])[:, None]
             mask = plenoxel_train.points_mask(pts, reso, dilate=max(1, reso // 64))
-    return plenoxel_train.make_grid(mask, cfg.density_init, scene.world_from_grid, background)
+    grid = plenoxel_train.make_grid(mask, cfg.density_init, scene.world_from_grid, background)
+    grid.ndc = scene_ndc(scene)
+    return grid
 
 
 @torch.no_grad()
@@ -198,8 +221,10 @@ class Trainer:
         self.bg = bg.clone().requires_grad_(self.learn_bg)
         self.bg_opt = torch.optim.Adam([self.bg], lr=1e-2) if self.learn_bg else None
         self.msi = MSIFit(cfg, device) if scene.meta.get("fit_background") == "msi" else None
-        self.stage = 0
+        self.scene, self.stage = scene, 0
         self.set_grid(initial_grid(scene, cfg, rays, bg))
+        if self.grid.ndc is not None and rays.depth is not None:  # z-depth is not a cube distance in NDC
+            self.rays = rays = dataclasses.replace(rays, depth=None)
         if self.msi is not None and rays.depth is not None:  # surfaces beyond the cube are the MSI's: no target
             points = rays.origins + rays.dirs * (rays.depth / rays.z_scale)[:, None]
             outside = points.abs().amax(dim=1) > 1.0
@@ -224,12 +249,26 @@ class Trainer:
             voxel_alpha = 1.0 - torch.exp(-self.grid.density[:, 0].clamp_min(0) * 2.0 / self.grid.reso[0])
             if cfg.prune_weight > 0:
                 voxel_alpha = voxel_alpha * (self.max_weight > cfg.prune_weight)
+            visible = self.prune_visible()
+            if visible > 0:
+                n = min(cfg.prune_visible_rays, self.rays.origins.shape[0])
+                pick = torch.randperm(self.rays.origins.shape[0], generator=self.gen, device=self.device)[:n]
+                seen = plenoxel_train.max_weights(self.grid, plenoxel.build_accel(self.grid, cfg.step_size),
+                                                  self.rays.origins[pick], self.rays.dirs[pick])
+                voxel_alpha = voxel_alpha * (seen > visible)
             keep = voxel_alpha > cfg.prune_alpha
             n_max = max(1, cfg.max_voxels // 16)  # x8 for the finer grid, ~x2 for the dilation
             if int(keep.sum()) > n_max:  # a barely trained grid: keep only its most opaque voxels
                 keep = voxel_alpha >= torch.topk(voxel_alpha, n_max).values[-1]
-            grid = plenoxel_train.resample(self.grid, cfg.resolution[self.stage], keep)
+            grid = plenoxel_train.resample(self.grid, grid_shape(self.scene, cfg, cfg.resolution[self.stage]), keep)
+            grid.ndc = self.grid.ndc
             self.set_grid(grid)
+
+    def prune_visible(self) -> float:
+        """cfg.prune_visible, resolved (None: 0.01 with NDC, else 0)."""
+        if self.cfg.prune_visible is not None:
+            return self.cfg.prune_visible
+        return 0.01 if self.grid.ndc is not None else 0.0
 
     def step(self, it: int, frac: float) -> tuple[float, float]:
         """One batch; returns (loss, batch psnr)."""
@@ -341,7 +380,8 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
     """Fit a Plenoxel grid to `scene`'s training frames and evaluate it on its held-out frames; `make_trainer`
     builds the Trainer (a subclass adds losses: `pipelines.semantic_fit`)."""
     with_msi = scene.meta.get("fit_background") == "msi"
-    rays = load_rays(scene.train_frames, np.linalg.inv(scene.world_from_grid), device, masks=with_msi)
+    rays = load_rays(scene.train_frames, np.linalg.inv(scene.world_from_grid), device, masks=with_msi,
+                     ndc=scene_ndc(scene))
     if float(rays.rgb.max()) < 1e-3:
         raise FitError(f"scene {scene.scene_id}: every training image is black")
     trainer = make_trainer(scene, cfg, rays, device)

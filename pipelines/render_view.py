@@ -100,7 +100,8 @@ def composite_features(
     assert fields.features is not None
     grid, accel = fields.grid, fields.accel
     n = origins.shape[0]
-    o, d, _ = plenoxel.rays_to_cube(np.linalg.inv(grid.world_from_grid), origins, dirs)
+    cube = plenoxel.grid_rays(grid, origins, dirs)
+    o, d = cube.origins, cube.dirs
     ray_idx, _, u = plenoxel.march(accel, o, d)
     ids, w = plenoxel.lookup(accel, u)
     sigma = sampling.trilinear_gather(grid.density, ids.clamp_min(0), w).squeeze(-1).clamp_min(0.0)

@@ -39,9 +39,10 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 @click.option("--holdout-every", type=click.IntRange(min=0), default=None, help="Hold out frame i when i % K == 0 (default 8; 0 keeps the reader's split).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="JSON file of FitConfig fields.")
 @click.option("--seed", type=int, default=None, help="Random seed.")
-@click.option("--background", type=click.Choice(["auto", "white", "black", "learned", "msi"]), default=None,
+@click.option("--background", type=click.Choice(["auto", "white", "black", "learned", "msi", "ndc"]), default=None,
               help="plenoxel: what lies behind the grid (default auto: from the capture; fit.json records the "
-                   "choice). msi = multi-sphere layers outside the cube, for captures with surroundings.")
+                   "choice). msi = multi-sphere layers outside the cube, for captures with surroundings; ndc = "
+                   "the grid in NDC reaches to infinity, for forward-facing captures (LLFF).")
 @click.option("--source-views", type=click.IntRange(min=1), default=None,
               help="generalizable: source views per scene (default 3).")
 @click.option("--resume", is_flag=True, help="generalizable: continue the run's checkpoint in OUT.")

@@ -20,6 +20,7 @@ import zarr
 
 from perfdata.errors import InputError
 from perfdata.grid import SparseGrid
+from perfdata.ndc import NDC_ARRAY_SIZE
 from perfdata.store import background
 from perfdata.store.background import GROUP as BACKGROUND_GROUP
 from perfdata.store.background import KEY as BACKGROUND_KEY
@@ -121,7 +122,9 @@ class Store:
         data = self.read_arrays(scene_id, rows)
         q, sh_attrs = data["sh"]
         sh = dequantise_sh(q, np.asarray(sh_attrs["sh_min"]), np.asarray(sh_attrs["sh_scale"]))
-        bg = attrs.extra.get("background")
+        bg, ndc = attrs.extra.get("background"), attrs.extra.get("ndc")
+        if ndc is not None and np.shape(ndc) != (NDC_ARRAY_SIZE,):
+            raise InputError(f"{self.loc.url}/{self.loc.scene_key(scene_id)}", f"attrs ndc must hold {NDC_ARRAY_SIZE} numbers")
         return SparseGrid(
             coords=data["coords"][0].astype(np.int32), density=data["density"][0].astype(np.float32), sh=sh,
             reso=attrs.reso, world_from_grid=np.asarray(attrs.world_from_grid), sh_degree=attrs.sh_degree,
@@ -129,6 +132,7 @@ class Store:
             labels=data["labels"][0] if "labels" in data else None,
             background=None if bg is None else np.asarray(bg, np.float32),
             msi=self.read_background(scene_id),
+            ndc=None if ndc is None else np.asarray(ndc, np.float64),
         )
 
     def read_tensors(self, scene_id: str) -> dict[str, torch.Tensor]:

@@ -85,6 +85,8 @@ def grid_arrays(grid: SparseGrid, cfg: WriteConfig, **attrs: Any) -> SceneArrays
     extra = dict(attrs.pop("extra", {}))
     if grid.background is not None:
         extra["background"] = np.asarray(grid.background, dtype=float).tolist()
+    if grid.ndc is not None:  # the cube is this NDC box (`perfdata.ndc`): c2w row-major, sx, sy, near
+        extra["ndc"] = np.asarray(grid.ndc, dtype=float).tolist()
     if "labels" in arrays and "label_threshold" in extra:  # labels from a semantic field's logits
         array_attrs["labels"] = {"confidence_threshold": float(extra["label_threshold"])}
     scene_attrs = SceneAttrs(

@@ -150,7 +150,7 @@ def test_auto_background_by_capture() -> None:
     cfg = FitConfig()
     assert scene.background == "white" and choose_background(scene, cfg) == "white"  # masked object
     bare = dataclasses.replace(scene, background=None)
-    for capture, expected in (("object", "msi"), ("forward_facing", "msi"), ("room", "learned"), (None, "learned")):
+    for capture, expected in (("object", "msi"), ("forward_facing", "ndc"), ("room", "learned"), (None, "learned")):
         assert choose_background(dataclasses.replace(bare, meta={"capture": capture}), cfg) == expected
     assert choose_background(scene, FitConfig(background="learned")) == "learned"
     with pytest.raises(ConfigError, match="background must be one of"):

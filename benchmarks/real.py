@@ -49,10 +49,10 @@ def load(name: str, data: Path) -> Scene:
     return get_reader(reader).load_scene(root, scene_id)
 
 
-def config(name: str, background: str, seconds: float, marks: list[float], device: str) -> FitConfig:
-    extra: dict = {}
+def config(name: str, background: str, seconds: float, marks: list[float], device: str,
+           **extra: object) -> FitConfig:
     if name == "backdrop":  # CO3D-like: colour only (no masks, no depth)
-        extra = {"depth_weight": 0.0, "init_from_depth": False}
+        extra.update(depth_weight=0.0, init_from_depth=False)
     downscale = 1.0 if name == "backdrop" else 8.0
     return FitConfig(background=background, downscale=downscale, max_seconds=seconds, steps=10**7,
                      eval_at_seconds=tuple(marks), eval_max_views=8, device=device, **extra)
@@ -98,9 +98,14 @@ def main() -> None:
         auto = choose_background(scene, FitConfig())
         runs = {"auto": auto} if auto in ("learned", "white", "black") else {"auto": auto, "single_colour": "learned"}
         entry: dict = {"capture": scene.meta.get("capture"), "frames": len(scene.frames)}
+        schedules: dict = {key: {} for key in runs}
+        if auto == "ndc":  # also one colour in a bounded cube on NDC's coarse-to-fine schedule: what NDC adds alone
+            runs["single_colour_same_schedule"] = "learned"
+            schedules["single_colour_same_schedule"] = {"resolution": (64, 128, 256), "upsample_at": (0.1, 0.45),
+                                                        "step_size": 1.0}
         for key, background in runs.items():
-            log(f"{name}: background {background}, {seconds:.0f} s")
-            entry[key] = run_fit(scene, config(name, background, seconds, marks, args.device))
+            log(f"{name}: {key}: background {background}, {seconds:.0f} s")
+            entry[key] = run_fit(scene, config(name, background, seconds, marks, args.device, **schedules[key]))
             log(f"{name}: {background} -> {entry[key]['psnr']} dB")
         if name in TARGETS:
             entry["target_psnr"] = TARGETS[name]

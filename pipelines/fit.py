@@ -41,6 +41,8 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
     if not cfg.resolution:
         size = max(max(f.width, f.height) for f in prepared.frames)
         cfg = dataclasses.replace(cfg, resolution=cfg.resolved_resolution(size))
+        if prepared.meta.get("fit_background") == "ndc":
+            cfg = ndc_schedule(cfg)
     n_train = len(prepared.train_frames)
     if n_train < cfg.min_train_frames:
         raise FitError(f"scene {scene.scene_id}: {n_train} training frames, at least {cfg.min_train_frames} needed")
@@ -49,6 +51,21 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
 
         return fit_semantic(prepared, cfg, resolve_device(cfg.device), callback)
     return plenoxel_fit.fit_plenoxel(prepared, cfg, resolve_device(cfg.device), callback)
+
+
+def ndc_schedule(cfg: FitConfig) -> FitConfig:
+    """The automatic schedule of an NDC fit: a third, coarser first stage (R/4, R/2, R, upsampled at 10% and 45%
+    of the budget) -- a forward-facing scene fills the whole box at first, so the start must be cheap -- and,
+    unless set, one sample per x voxel (half a depth voxel: the depth axis has ndc_depth_ratio as many).
+    Measured on fern in benchmarks/real.py (README "Real captures")."""
+    final = cfg.resolution[-1]
+    defaults = FitConfig()
+    changes: dict = {"resolution": (max(final // 4, 2), max(final // 2, 2), final)}
+    if cfg.upsample_at == defaults.upsample_at:
+        changes["upsample_at"] = (0.1, 0.45)
+    if cfg.step_size == defaults.step_size:
+        changes["step_size"] = 1.0
+    return dataclasses.replace(cfg, **changes)
 
 
 def fit_record(scene: Scene, cfg: FitConfig, seconds: float, result: FitResult) -> FitRecord:

@@ -132,12 +132,12 @@ def scene_cameras(info: SceneInfo, cfg: RenderConfig) -> tuple[list[Camera], str
         return [cam for _, cam in read_camera_file(cfg.cameras_file)], "file"
     seed = scene_seed(cfg.seed, info.scene_id)
     try:
-        return make_cameras(cfg.poses, info.cameras, info.world_from_grid, cfg.n_views, cfg.size, seed), cfg.poses
+        return make_cameras(cfg.poses, info.cameras, info.pose_frame(), cfg.n_views, cfg.size, seed), cfg.poses
     except ConfigError as exc:
         if cfg.poses != "interpolate":
             raise
         log.warning("scene %s: %s; rendering an orbit instead", info.scene_id, exc)
-        return make_cameras("orbit", info.cameras, info.world_from_grid, cfg.n_views, cfg.size, seed), "orbit"
+        return make_cameras("orbit", info.cameras, info.pose_frame(), cfg.n_views, cfg.size, seed), "orbit"
 
 
 Progress = Callable[[str, int, int], None]

@@ -23,7 +23,9 @@ from perfdata.pipelines.poses import Camera
 from perfdata.errors import ConfigError, InputError
 from perfdata.grid import SparseGrid
 from perfdata.markers import Markers
+from perfdata.ndc import NDC
 from perfdata.records.fit import GRID_NAME, read_fit
+from perfdata.scene import similarity
 
 
 class GridSource(Protocol):
@@ -49,6 +51,16 @@ class SceneInfo:
     label_names: tuple[str, ...] | None
     class_id: int | None = None
     """Index of class_name in the store's class list (`source.classes`), or the attrs' class_id."""
+    ndc: np.ndarray | None = None
+    """(19,) the NDC space of a forward-facing fit (extra["ndc"], `perfdata.ndc`), or None."""
+
+    def pose_frame(self) -> np.ndarray:
+        """The frame camera distances are measured in (`pipelines.poses`): world_from_grid, or for a grid in NDC
+        (whose cube is not metric) the reference camera scaled by its near-plane depth."""
+        if self.ndc is None:
+            return self.world_from_grid
+        space = NDC.from_array(self.ndc)
+        return similarity(space.near, space.c2w[:3, 3], space.c2w[:3, :3])
 
 
 def _as_dict(attrs: Any) -> dict[str, Any]:
@@ -90,6 +102,7 @@ def scene_info(source: GridSource, scene_id: str) -> SceneInfo:
         cameras=cams,
         label_names=None if names is None else tuple(str(n) for n in names),
         class_id=None if class_id is None else int(class_id),
+        ndc=None if extra.get("ndc") is None else np.asarray(extra["ndc"], dtype=np.float64),
     )
 
 
@@ -108,7 +121,8 @@ class MemorySource:
         return self.grids[scene_id]
 
     def scene_attrs(self, scene_id: str) -> dict[str, Any]:
-        return {"world_from_grid": self.grids[scene_id].world_from_grid.tolist(), **self.attrs.get(scene_id, {})}
+        grid = self.grids[scene_id]
+        return _with_ndc({"world_from_grid": grid.world_from_grid.tolist(), **self.attrs.get(scene_id, {})}, grid)
 
 
 @dataclass(frozen=True)
@@ -131,7 +145,16 @@ class FitsSource:
         attrs = record.to_json()
         if record.world_from_grid is None:
             attrs["world_from_grid"] = self.read_scene(scene_id).world_from_grid.tolist()
+        if (record.config or {}).get("background") == "ndc":
+            attrs = _with_ndc(attrs, self.read_scene(scene_id))
         return attrs
+
+
+def _with_ndc(attrs: dict[str, Any], grid: SparseGrid) -> dict[str, Any]:
+    """attrs with the grid's NDC space in extra["ndc"] (as a store keeps it), when it has one."""
+    if grid.ndc is None:
+        return attrs
+    return {**attrs, "extra": {**(attrs.get("extra") or {}), "ndc": np.asarray(grid.ndc).tolist()}}
 
 
 def open_source(path: str | Path) -> GridSource:

@@ -236,7 +236,8 @@ def world_to_cube(world_from_grid: np.ndarray, ndc: NDC | None, origins: torch.T
                   dirs: torch.Tensor) -> CubeRays:
     """World rays (n, 3) -> cube rays of a grid with this world_from_grid (and NDC space, or None)."""
     if ndc is None:
-        return CubeRays(*rays_to_cube(np.linalg.inv(world_from_grid), origins, dirs))
+        o, d, zs = rays_to_cube(np.linalg.inv(world_from_grid), origins, dirs)
+        return CubeRays(o, d, zs)
     nr = ndc_space.rays(ndc, origins, dirs)
     o, d, zs = rays_to_cube(np.linalg.inv(world_from_grid), nr.origins, nr.dirs)
     return CubeRays(o, d, zs, nr)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from perfdata.models import ndc as ndc_rays
 from perfdata.models import plenoxel, plenoxel_train
+
 from perfdata.ndc import NDC, ndc_points, world_points
 
 
@@ -74,6 +74,7 @@ def test_a_wall_in_ndc_renders_at_its_world_depth():
 
 def test_fern_points_lie_in_the_ndc_box(shared_data):
     from perfdata.pipelines.capture import NDC_NEAR_FRACTION, ndc_space
+
     from perfdata.readers import llff
 
     fern = llff.load_scene(shared_data / "fern", "fern")

@@ -44,7 +44,11 @@ class SemanticConfig:
     label_noise: float = 0.0
     """Fraction of the labelled pixels of each frame set to a random other class."""
     label_downscale: int = 1
-    """Labels given at 1/K resolution (nearest), then upsampled back (nearest) to the training resolution."""
+    """Labels given at 1/K resolution (nearest: each coarse pixel samples the label at its centre)."""
+    label_upsample: str = "centres"
+    """How 1/K labels supervise the training resolution: "centres" (only the rays through the centres of the
+    coarse pixels, where their labels are exact), "interior" (also the pixels of coarse cells whose 3x3 coarse
+    neighbourhood agrees) or "nearest" (every pixel its cell's label: wrong along every boundary)."""
     label_clicks: int = 0
     """If > 0: only this many random pixels per class per frame are labelled (label propagation)."""
 
@@ -57,6 +61,8 @@ class SemanticConfig:
             raise ConfigError("--label-downscale, factor and rays must be >= 1 and --label-clicks >= 0")
         if self.start_at is not None and not 0.0 <= self.start_at < 1.0:
             raise ConfigError(f"semantic start_at must be in [0, 1), got {self.start_at}")
+        if self.label_upsample not in ("nearest", "centres", "interior"):
+            raise ConfigError(f"semantic label_upsample must be nearest, centres or interior, got {self.label_upsample!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"semantic threshold must be in [0, 1], got {self.threshold}")
         if self.weight < 0 or self.tv < 0 or self.lr <= 0 or self.lr_final <= 0:

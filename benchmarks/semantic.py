@@ -6,7 +6,9 @@ For each room (>= 6 classes present, `--size` px, `--views` views, every 8th hel
    seconds (target <= 1.3), and `--from-fit` (logits only, on the plain fit's grid) against joint training;
 2. held-out miou / accuracy / class_accuracy under the label regimes: dense (target >= 0.90), 50 % noise
    (>= 0.85 and >= input_miou + 0.20), 90 % noise (reported), 10 % of frames (within 0.05 of dense),
-   1/8-resolution labels (>= 0.80), 1 click per class per frame (reported);
+   1/8-resolution labels (>= 0.80), 1 click per class per frame (reported); for 10 % of frames also its
+   ceiling: the share of held-out surface pixels that a labelled frame sees, and an oracle's miou (truth where
+   seen, wrong elsewhere);
 3. the three routes to 3D labels on the dense semantic fit's voxels: nearest labelled "mesh" vertex within 5 cm
    (the labelled surface points of the training frames' exact depth, every 2nd pixel; also within one voxel,
    as a room's 64^3 voxels are ~10 cm), 2D maps fused through
@@ -127,6 +129,39 @@ def routes(result: FitResult, noisy: FitResult, scene: Scene, n_classes: int, se
     return out
 
 
+def labelled_coverage(scene: Scene, fraction: float, n_classes: int, tol: float = 0.05) -> dict[str, float]:
+    """The ceiling of `--label-frames fraction`: the share of held-out surface pixels (exact depth) that some
+    labelled training frame sees (projects inside it within `tol` m of its depth), and the miou of an oracle
+    that copies the truth there and is wrong elsewhere (what no propagation along seen surfaces can beat)."""
+    from perfdata.pipelines.semantic_labels import labelled_frames
+
+    held = scene.with_holdout(8)
+    train = list(held.train_frames)
+    labelled = [f for f, k in zip(train, labelled_frames(len(train), fraction), strict=True) if k]
+    conf = torch.zeros((n_classes, n_classes + 1), dtype=torch.int64)
+    n_seen = n_all = 0
+    for f in held.heldout_frames:
+        truth = f.load_labels()
+        pts, flat = camera.backproject(f.load_depth(), f.K, f.c2w)
+        seen = np.zeros(len(pts), bool)
+        for g in labelled:
+            w2c = np.linalg.inv(g.c2w)
+            q = pts @ w2c[:3, :3].T + w2c[:3, 3]
+            z = np.maximum(q[:, 2], 1e-6)
+            uv = q @ g.K.T
+            u, v = uv[:, 0] / z, uv[:, 1] / z
+            inside = (q[:, 2] > 0) & (u >= 0) & (u < g.width) & (v >= 0) & (v < g.height)
+            ui, vi = np.clip(u.astype(int), 0, g.width - 1), np.clip(v.astype(int), 0, g.height - 1)
+            seen |= inside & (np.abs(g.load_depth()[vi, ui] - q[:, 2]) < tol)
+        oracle = np.full(truth.size, -1, dtype=np.int64)
+        oracle[flat[seen]] = truth.ravel()[flat[seen]]
+        conf += semantic.label_confusion(torch.from_numpy(oracle.reshape(truth.shape)), torch.from_numpy(truth),
+                                         n_classes)
+        n_seen, n_all = n_seen + int(seen.sum()), n_all + len(pts)
+    return {"labelled_frames": len(labelled), "heldout_seen_fraction": round(n_seen / max(n_all, 1), 4),
+            "oracle_miou": round(semantic.label_metrics(conf)["miou"], 4)}
+
+
 def logits_bytes(grid: SparseGrid) -> dict[str, float]:
     """Stored bytes per voxel of the logits array (and of the whole scene group) after `perfdata export`."""
     from perfdata.store import WriteConfig, grid_arrays, write_scene
@@ -163,6 +198,7 @@ def bench_room(seed: int, args: argparse.Namespace, device: str) -> dict:
         log(f"room {seed}: semantic {name}")
         results[name] = fit_scene(scene, dataclasses.replace(base, method="semantic", semantic=SemanticConfig(**kw)))
         out["regimes"][name] = metrics_of(results[name])
+    out["frames10_ceiling"] = labelled_coverage(scene, REGIMES["frames10"]["label_frames"], len(scene.label_names))
     out["cost_ratio"] = round(results["dense"].train_seconds / plain.train_seconds, 3)
     with tempfile.TemporaryDirectory() as tmp:
         plain.grid.save(Path(tmp) / scene.scene_id / "grid.npz")
@@ -195,6 +231,8 @@ def summary(rooms: list[dict]) -> dict:
         "dense_miou": m["dense"], "noise50_miou": m["noise50"], "noise50_input_miou": inp["noise50"],
         "noise90_miou": m["noise90"], "noise90_input_miou": inp["noise90"], "frames10_miou": m["frames10"],
         "downscale8_miou": m["downscale8"], "downscale8_input_miou": inp["downscale8"], "clicks1_miou": m["clicks1"],
+        "frames10_heldout_seen_fraction": mean_of(rooms, "frames10_ceiling", "heldout_seen_fraction"),
+        "frames10_oracle_miou": mean_of(rooms, "frames10_ceiling", "oracle_miou"),
         "from_fit_miou": mean_of(rooms, "from_fit", "miou"), "cost_ratio": cost,
         "logits_bytes_per_voxel": mean_of(rooms, "store", "logits_bytes_per_voxel"),
     }

@@ -46,7 +46,7 @@ class SemanticTrainer(plenoxel_fit.Trainer):
         super().set_grid(grid)
         sem = self.cfg.semantic
         if self.field is None or old is None:
-            self.field = semantic.make_field(grid, self.n_classes, sem.factor)
+            self.field = semantic.make_field(grid, self.n_classes, sem.resolved_factor)
         else:
             self.field = semantic.resample_field(self.field, grid, old.reso)
         self.opt_l = SparseAdam(self.field.n_rows, self.n_classes, device=self.device)
@@ -77,8 +77,9 @@ class SemanticTrainer(plenoxel_fit.Trainer):
         pick = torch.randint(self.labelled.numel(), (n_rays,), generator=self.gen, device=self.device)
         idx = self.labelled[pick]
         offset = torch.rand(n_rays, generator=self.gen, device=self.device)
-        out = semantic.render_logits_train(self.grid, self.accel, self.field, rays.origins[idx], rays.dirs[idx],
-                                           offset, self.cfg.weight_thresh)
+        accel = self.accel if sem.step_size == self.accel.step else dataclasses.replace(self.accel, step=sem.step_size)
+        out = semantic.render_logits_train(self.grid, accel, self.field, rays.origins[idx], rays.dirs[idx],
+                                           offset, sem.weight_thresh)
         ce = semantic.semantic_loss(out.logits, self.labels[idx])
         (sem.weight * ce).backward()
         parts = [(out.rows, plenoxel_fit._grad(out.leaf))]

@@ -16,6 +16,9 @@ from perfdata.pipelines.semantic_config import SemanticConfig
 from perfdata.errors import InputError
 from perfdata.scene import Frame, Scene, resize
 
+UPSAMPLE = ("nearest", "centres", "interior")
+"""How `--label-downscale` labels are brought back to the training resolution (`downscale_labels`)."""
+
 
 def source_name(frame: Frame, scene_id: str) -> str:
     """The label file of a frame, or `scene/frame` for labels held in memory."""
@@ -74,13 +77,34 @@ def add_noise(labels: np.ndarray, fraction: float, n_classes: int, rng: np.rando
     return out
 
 
-def downscale_labels(labels: np.ndarray, factor: int) -> np.ndarray:
-    """Labels as given at 1/factor resolution (nearest), upsampled back to (H, W) (nearest)."""
+def downscale_labels(labels: np.ndarray, factor: int, upsample: str = "nearest") -> np.ndarray:
+    """Labels as given at 1/factor resolution (nearest: each coarse pixel is the label at its centre pixel),
+    brought back to (H, W) for supervision. upsample: "nearest" (every pixel takes its coarse cell's label:
+    wrong along every boundary), "centres" (only the centre pixel of each coarse cell, where the coarse label
+    was sampled; the rest -1), "interior" (the centres, plus every pixel of a cell whose 3x3 coarse
+    neighbourhood has one label)."""
     if factor <= 1:
         return labels
+    if upsample not in UPSAMPLE:
+        raise ValueError(f"upsample must be one of {UPSAMPLE}, got {upsample!r}")
     h, w = labels.shape
     small = resize(labels, (max(1, round(h / factor)), max(1, round(w / factor))), "nearest")
-    return resize(small, (h, w), "nearest")
+    up = resize(small, (h, w), "nearest")
+    if upsample == "nearest":
+        return up
+    out = np.full_like(labels, IGNORE)
+    if upsample == "interior":
+        pad = np.pad(small, 1, mode="edge")
+        sh, sw = small.shape
+        same = np.ones(small.shape, bool)
+        for dy in range(3):
+            for dx in range(3):
+                same &= pad[dy : dy + sh, dx : dx + sw] == small
+        out = np.where(resize(same, (h, w), "nearest"), up, out)
+    rows = np.minimum(((np.arange(small.shape[0]) + 0.5) * h / small.shape[0]).astype(int), h - 1)
+    cols = np.minimum(((np.arange(small.shape[1]) + 0.5) * w / small.shape[1]).astype(int), w - 1)
+    out[np.ix_(rows, cols)] = small  # the pixels the coarse labels were sampled at (resize's nearest rule)
+    return out
 
 
 def keep_clicks(labels: np.ndarray, n_clicks: int, rng: np.random.Generator) -> np.ndarray:
@@ -104,7 +128,7 @@ def degrade(maps: Sequence[np.ndarray], cfg: SemanticConfig, n_classes: int, see
         if not kept:
             out.append(np.full_like(labels, IGNORE))
             continue
-        labels = downscale_labels(labels, cfg.label_downscale)
+        labels = downscale_labels(labels, cfg.label_downscale, cfg.label_upsample)
         if cfg.label_noise > 0:
             labels = add_noise(labels, cfg.label_noise, n_classes, rng)
         if cfg.label_clicks > 0:

@@ -83,6 +83,34 @@ def test_label_regimes() -> None:
     assert (out[0] != lab).sum() == 512
 
 
+def test_coarse_labels_supervise_their_centre_rays() -> None:
+    """1/8 labels: "centres" keeps exactly the pixels the coarse labels were sampled at (exact labels);
+    "interior" adds whole cells inside uniform coarse neighbourhoods; "nearest" labels every pixel."""
+    truth = (np.indices((32, 32))[1] >= 13).astype(np.int32)  # a boundary inside a coarse cell
+    centres = downscale_labels(truth, 8, "centres")
+    assert (centres >= 0).sum() == 16 and np.array_equal(np.argwhere(centres >= 0)[:2], [[4, 4], [4, 12]])
+    assert np.all(centres[centres >= 0] == truth[centres >= 0])
+    interior = downscale_labels(truth, 8, "interior")
+    assert np.all(interior[centres >= 0] == centres[centres >= 0])
+    assert np.all(interior[:, :8] == 0) and np.all(interior[:, 24:] == 1)
+    assert np.all(np.where(centres >= 0, -1, interior)[:, 8:24] == -1)  # the mixed cells: centres only
+    nearest = downscale_labels(truth, 8, "nearest")
+    assert (nearest >= 0).all() and (nearest != truth).sum() == 32 * 3  # columns 13..15 take cell 1's label 0
+    with pytest.raises(ValueError):
+        downscale_labels(truth, 8, "bilinear")
+    out = degrade([truth], SemanticConfig(label_downscale=8), 2, seed=0)  # the default: centres
+    assert np.array_equal(out[0], centres)
+
+
+def test_semantic_config_factor_and_upsample() -> None:
+    assert SemanticConfig().resolved_factor == 1 and SemanticConfig(label_noise=0.5).resolved_factor == 1
+    for kw in ({"label_frames": 0.1}, {"label_downscale": 8}, {"label_clicks": 1}):
+        assert SemanticConfig(**kw).resolved_factor == 2 and SemanticConfig(**kw, factor=1).resolved_factor == 1
+    for bad in ({"label_upsample": "bilinear"}, {"factor": 0}, {"step_size": 0.0}, {"weight_thresh": -1.0}):
+        with pytest.raises(ConfigError):
+            SemanticConfig(**bad)
+
+
 def test_two_class_toy_scene_renders_its_labels_back(tmp_path: Path) -> None:
     scene = labelled_sphere()
     cfg = FitConfig(method="semantic", **FAST)  # type: ignore[arg-type]

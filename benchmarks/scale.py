@@ -4,7 +4,7 @@ executor's overhead for tiny tasks against in-process. Prints one JSON object.
 8 synthetic object scenes (48 px) are fitted with a fixed number of steps (so every fit does the same work) once
 on `dask:1` and once on `dask:2`, into separate folders, through `fit_scenes` -- the code `perfdata fit
 --executor dask:N` runs; the fits of the 1-worker run are exported to a zarr store and rendered likewise with
-`render_store` on `dask:1` and `dask:2`. Each worker process runs torch on one thread (dask's nanny sets
+`render_store` on `dask:1` and `dask:2` (orbits of 24 views at 96 px). Each worker process runs torch on one thread (dask's nanny sets
 OMP_NUM_THREADS=1; `perfdata.executor.local_cluster` sets it explicitly), so the 2-worker run uses two cores
 and the 1-worker run one. Stage seconds are wall seconds of the whole call: cluster start, worker imports, the
 work and the markers. `overhead_ms_per_task` is the extra wall time per no-op task of `run_on_client` on an
@@ -32,7 +32,7 @@ from typing import Any
 
 TARGETS = {"fit.speedup_2_workers": 1.6}
 FULL = {"scenes": 8, "size": 48, "views": 12, "steps": 400, "resolution": 32, "batch_rays": 1024,
-        "render_views": 12, "render_size": 64, "tiny_tasks": 400}
+        "render_views": 24, "render_size": 96, "tiny_tasks": 400}
 QUICK = {"scenes": 4, "size": 32, "views": 8, "steps": 30, "resolution": 16, "batch_rays": 256,
          "render_views": 2, "render_size": 32, "tiny_tasks": 50}
 
@@ -92,7 +92,8 @@ def bench_render(root: Path, fits: Path, spec: dict[str, Any]) -> dict[str, Any]
 
     store = str(root / "store.zarr")
     export_fits(fits, store, ExportConfig(dataset="bench-scale"))
-    cfg = RenderConfig(n_views=spec["render_views"], size=spec["render_size"], device="cpu", seed=0, contact_views=0)
+    cfg = RenderConfig(n_views=spec["render_views"], size=spec["render_size"], poses="orbit", device="cpu", seed=0,
+                       contact_views=0)
     seconds, n_views = {}, 0
     for n in (1, 2):
         result, seconds[n] = timed(render_store, store, root / f"renders{n}", cfg,

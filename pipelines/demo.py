@@ -21,16 +21,21 @@ Every step skips work already done, so a rerun of the demo is quick.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from perfdata.atomic import write_text
+from perfdata.markers import ItemBusy
 
 MIRROR_CHUNK = "00"
+DEMO_LOCK = ".demo.lock"
 
 
 @dataclass(frozen=True)
@@ -132,14 +137,35 @@ def run_demo(cfg: DemoConfig, steps: Sequence[tuple[str, DemoStep]] | None = Non
              on_step: Callable[[str], None] | None = None) -> DemoResult:
     """Run the steps (default: `default_steps()`) and return what they made; `on_step(name)` before each."""
     ctx = DemoContext(cfg)
-    for name, step in steps if steps is not None else default_steps():
-        if on_step is not None:
-            on_step(name)
-        start = time.perf_counter()
-        step(ctx)
-        ctx.timings[name] = time.perf_counter() - start
+    with demo_lock(Path(cfg.out)):
+        for name, step in steps if steps is not None else default_steps():
+            if on_step is not None:
+                on_step(name)
+            start = time.perf_counter()
+            step(ctx)
+            ctx.timings[name] = time.perf_counter() - start
     return DemoResult(Path(cfg.out), tuple(ctx.scene_rows), dict(ctx.artefacts), dict(ctx.timings), tuple(ctx.notes),
                       tuple(ctx.train_rows))
+
+
+@contextlib.contextmanager
+def demo_lock(out: Path) -> Iterator[None]:
+    """Hold OUT/.demo.lock (an flock) for a demo run: a second demo on the same folder at the same time is refused
+    (ItemBusy, naming the folder and the holder's pid) before it touches anything. The stages' own per-item
+    locks guard their items too; this keeps the steps between them (synth, download, report) single-writer."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / DEMO_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            raise ItemBusy(f"demo: another demo run (pid {holder or '?'}) is writing {out}; not started") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _synth_step(kind: str) -> DemoStep:

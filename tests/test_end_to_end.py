@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import webdataset as wds
-from perfdata.pipelines.demo import DemoConfig, DemoResult, run_demo
+from perfdata.pipelines.demo import DemoConfig, DemoResult, default_steps, run_demo
 
 from perfdata.markers import DONE
 from perfdata.records.fit import read_fit
@@ -78,6 +79,21 @@ def test_pipeline_end_to_end(demo: tuple[Path, DemoResult]) -> None:
     assert set(seg["splits"]["scenes"]["train"] + seg["splits"]["scenes"]["val"]) == {"room_0000", "room_0001"}
     assert [r["task"] for r in result.trainings] == ["cls2d", "cls3d", "seg3d"]
     assert (tmp_path / "report" / "report.md").read_text().count("| done |") == 3
+
+
+def test_a_second_demo_on_the_same_folder_at_the_same_time_is_refused(tmp_path: Path) -> None:
+    """While one demo run holds OUT, another is refused before it writes anything, naming the folder."""
+    from perfdata.pipelines.demo import demo_lock
+
+    from perfdata.markers import ItemBusy
+
+    steps = [("synth objects", dict(default_steps())["synth objects"])]
+    with demo_lock(tmp_path):
+        with pytest.raises(ItemBusy, match=re.escape(f"another demo run (pid {os.getpid()}) is writing {tmp_path}")):
+            run_demo(DemoConfig(tmp_path, n_scenes=1, size=12, n_views=1), steps)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock"]
+    result = run_demo(DemoConfig(tmp_path, n_scenes=1, size=12, n_views=1), steps)  # free again
+    assert [r["scene"] for r in result.scenes] == ["obj_0000_sphere"]
 
 
 def start_chromium() -> Any:

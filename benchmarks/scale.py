@@ -14,8 +14,8 @@ though another process on the same two cores takes from the 2-worker run more th
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py [--quick] [--work DIR]
 
---quick: 4 scenes of 32 px, short fits and renders (a smoke run, ~40 s; figures not meaningful). The full run
-takes ~2 minutes on 2 cores.
+--quick: 2 scenes of 24 px, 10-step fits, tiny renders (a smoke run; figures not meaningful). The full run
+takes ~80 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 TARGETS = {"fit.speedup_2_workers": 1.6}
 FULL = {"scenes": 8, "size": 48, "views": 12, "steps": 400, "resolution": 32, "batch_rays": 1024,
         "render_views": 24, "render_size": 96, "tiny_tasks": 400}
-QUICK = {"scenes": 4, "size": 32, "views": 8, "steps": 30, "resolution": 16, "batch_rays": 256,
-         "render_views": 2, "render_size": 32, "tiny_tasks": 50}
+QUICK = {"scenes": 2, "size": 24, "views": 8, "steps": 10, "resolution": 16, "batch_rays": 256,
+         "render_views": 2, "render_size": 24, "tiny_tasks": 50}
 
 
 def noop(item: str) -> str:
@@ -122,7 +122,7 @@ def bench_overhead(n_tasks: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a smoke run (~40 s); figures not meaningful")
+    ap.add_argument("--quick", action="store_true", help="a smoke run; figures not meaningful")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     spec = QUICK if args.quick else FULL
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(root)  # a fresh run: nothing may be skipped as done
     root.mkdir(parents=True, exist_ok=True)
     try:
-        t0 = time.perf_counter()
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
         data = synthesize_scenes(root, spec)
         result: dict[str, Any] = {}
         fit, fits = bench_fit(root, data, spec)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["targets"] = {k: {"target": v, "value": result[k], "met": bool(result[k] >= v)}
                              for k, v in TARGETS.items()}
         result.update({"spec": spec, "quick": args.quick, "cpus": os.cpu_count(),
+                       "load_average_1min_at_start": round(load0, 2),
                        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
                        "seconds_total": round(time.perf_counter() - t0, 1)})
     finally:

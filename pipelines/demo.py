@@ -16,7 +16,12 @@ The demo is a list of named steps run in order over one `DemoContext`:
 8. render an orbit per scene (OUT/turntables/) into OUT/report/turntables/<scene>.gif,
 9. write OUT/report/contact_sheet.png (inputs), OUT/report/report.md and OUT/report/index.html (the HTML
    report, `perfdata.pipelines.demo_report`).
-Every step skips work already done, so a rerun of the demo is quick.
+Every step skips work already done, so a rerun of the demo is quick; OUT/.demo.lock keeps a second demo off the
+same folder while one runs (`demo_lock`).
+
+Measured on the 2-core CPU (defaults: 3 object + 3 room scenes of 64 px, 20 s fits on dask:2): ~100 s in all
+(fit ~70 s of it), a rerun ~6 s. A semantic fit costs 1.3x a plenoxel one per step (room_0000, 400 steps, one
+thread: 45.9 s against 35.2 s, same psnr, miou 0.92), so within the same budget it takes fewer steps.
 """
 
 from __future__ import annotations
@@ -390,7 +395,7 @@ def _md_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         return []
     keys = list(dict.fromkeys(k for r in rows for k in r))
     return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
-            *("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows), ""]
+            *("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in rows), ""]
 
 
 def report_step(ctx: DemoContext) -> None:

@@ -297,23 +297,31 @@ def export_step(ctx: DemoContext) -> None:
 
 
 def label_step(ctx: DemoContext) -> None:
-    """3D labels for every stored scene, fused from the downloaded 2D label maps through depth (scenes that
-    already have labels keep them)."""
+    """3D labels for every stored scene, fused from the downloaded 2D label maps through depth. Scenes labelled
+    at export (the rooms' semantic fields) keep those labels -- unless a fit too short to learn them left no
+    voxel labelled, then they are fused like the others (noted), so seg3d has labels to learn."""
     from perfdata.pipelines.labels import LabelConfig, label_scenes
 
+    from perfdata.runner import RunConfig
     from perfdata.store import open_store
 
     url = str(ctx.path("dataset.zarr"))
-    outcomes = label_scenes(url, open_store(url).scene_ids, LabelConfig(), reader="synthetic",
-                            data=str(ctx.path("downloads", MIRROR_CHUNK)))
+    kw: dict[str, Any] = dict(reader="synthetic", data=str(ctx.path("downloads", MIRROR_CHUNK)))
+    outcomes = {o.item: o for o in label_scenes(url, open_store(url).scene_ids, LabelConfig(), **kw)}
     store = open_store(url)
-    for o in outcomes:
+    semantic = {i: store.read_scene(i).labels for i, o in outcomes.items()
+                if o.status == "skipped" and not o.facts.get("n_voxels")}
+    empty = [i for i, labels in semantic.items() if labels is None or not (labels >= 0).any()]
+    if empty:
+        ctx.notes.append(f"label: the semantic fits of {', '.join(empty)} labelled no voxel (too short to learn "
+                         "labels); their labels are fused from the 2D label maps instead")
+        outcomes.update({o.item: o for o in label_scenes(url, empty, LabelConfig(), **kw, run=RunConfig(force=True))})
+    for o in outcomes.values():
+        labels = semantic.get(o.item)
         if o.status in ("done", "skipped") and o.facts.get("n_voxels"):
             ctx.row(o.item)["labelled"] = f"{o.facts['n_labelled'] / max(o.facts['n_voxels'], 1):.0%}"
-        elif o.status == "skipped":  # labelled at export (a semantic field's labels)
-            labels = store.read_scene(o.item).labels
-            if labels is not None and len(labels):
-                ctx.row(o.item)["labelled"] = f"{float((labels >= 0).mean()):.0%} (semantic)"
+        elif o.status == "skipped" and labels is not None and len(labels):  # labelled at export
+            ctx.row(o.item)["labelled"] = f"{float((labels >= 0).mean()):.0%} (semantic)"
         elif o.error:
             ctx.notes.append(f"label {o.item} {o.status}: {o.error}")
 

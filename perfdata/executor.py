@@ -242,17 +242,25 @@ def local_cluster(cfg: ExecutorConfig) -> Any:
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
     gpus = count_gpus() if cfg.gpus is None else cfg.gpus
+    env = thread_env(cfg.threads_per_worker)
     if gpus == 0:
         return LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-                            dashboard_address=None)
+                            dashboard_address=None, env=env)
     workers = {
         f"gpu-{i}": {"cls": Nanny, "options": {
             "nthreads": cfg.threads_per_worker, "host": "127.0.0.1", "resources": {"GPU": 1},
-            "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)}}}
+            "env": {**env, "CUDA_VISIBLE_DEVICES": str(i % gpus)}}}
         for i in range(cfg.workers)
     }
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
     return SpecCluster(workers=workers, scheduler=scheduler, name="perfdata-gpu")
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment of a LocalCluster's worker processes: torch (OpenMP, MKL, OpenBLAS) uses as many threads
+    as the worker runs tasks, so N workers use N cores, not N times all of them (dask's nanny sets 1 by default;
+    this keeps it so under any dask configuration)."""
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
 def slurm_cluster(cfg: ExecutorConfig) -> Any:

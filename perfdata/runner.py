@@ -122,7 +122,7 @@ def _decide(job: StageJob, item: str, cfg: RunConfig) -> TaskOutcome | None:
     if cfg.retry_failed and rec.state != "failed":
         return TaskOutcome(item, "pending", error="not run: --retry-failed runs only failed items")
     if rec.state == "running":
-        return TaskOutcome(item, "busy", error=f"another run is writing it (pid {rec.pid} on {rec.host})")
+        return TaskOutcome(item, "busy", error=busy_message(job, item, f" (pid {rec.pid} on {rec.host})"))
     return _planned(rec) if cfg.dry_run else None
 
 
@@ -143,7 +143,7 @@ class _ItemTask:
             with markers.lock(item):
                 return self._locked(item)
         except ItemBusy as exc:
-            return TaskOutcome(item, "busy", error=str(exc))
+            return TaskOutcome(item, "busy", error=f"{exc}: {markers.item_dir(item)}")
         except Exception as exc:  # the markers themselves cannot be written (read-only, disk full)
             return TaskOutcome(item, "failed", error=describe_error(exc)[0])
 
@@ -168,6 +168,11 @@ class _ItemTask:
         markers.finish(replace(rec, seconds=round(seconds, 3), device=None if device is None else str(device),
                                facts=facts))
         return TaskOutcome(item, "done", seconds, facts=facts, attempts=rec.attempts)
+
+
+def busy_message(job: StageJob, item: str, holder: str) -> str:
+    """Why an item was refused: another run holds it (the same words as `Markers.lock`'s ItemBusy)."""
+    return f"{job.markers.stage} {item}: another run is writing it{holder}; not touched: {job.markers.item_dir(item)}"
 
 
 def describe_error(exc: BaseException) -> tuple[str, str | None]:

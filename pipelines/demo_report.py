@@ -1,8 +1,9 @@
 """The demo's HTML report: OUT/report/index.html, one static page (no script) over what the demo made.
 
-    index.html           the scenes table (fit status, held-out psnr / ssim / depth_abs_rel, voxels, labels),
-                         the per-scene fit PSNR chart, the input contact sheet, each scene's render contact
-                         sheet and turntable, each training run's metrics, curves and confusion matrix, notes,
+    index.html           the scenes table (fit method and status, held-out psnr / ssim / depth_abs_rel / miou,
+                         voxels, labels), the per-scene fit PSNR chart, the input contact sheet, each scene's
+                         render contact sheet and turntable, the downstream metrics table (cls2d, cls3d, seg3d),
+                         each training run's epochs, curves, confusion matrix and per-class IoU, notes,
                          links to every artefact and the step timings
     fit_psnr.png         bar chart of the per-scene held-out PSNR (matplotlib)
     turntables/<id>.gif  an orbit of the fitted scene (imageio), made by `write_turntable`
@@ -16,7 +17,7 @@ import html
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from perfdata.atomic import atomic_path, write_text
 
 INDEX_NAME = "index.html"
 PSNR_CHART = "fit_psnr.png"
-SCENE_COLUMNS = ("scene", "kind", "class", "frames", "fit", "psnr", "ssim", "depth_abs_rel", "voxels", "labelled")
+SCENE_COLUMNS = ("scene", "kind", "class", "frames", "method", "fit", "fit_s", "psnr", "ssim", "depth_abs_rel", "miou",
+                 "voxels", "labelled")
+TRAIN_COLUMNS = ("task", "metric", "val", "chance", "val_accuracy", "train_loss", "classes", "n_train", "n_val",
+                 "epochs", "seconds", "rerun")
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -50,6 +54,8 @@ class TrainingRun:
     classes: tuple[str, ...]
     epochs: tuple[Mapping[str, Any], ...]
     """Per epoch: epoch, train_loss, train_metric, val_metric, seconds."""
+    final: Mapping[str, Any] = field(default_factory=dict)
+    """metrics.json's final: val_metric, val_confusion, (seg3d) val_per_class_iou, val_accuracy."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class ReportInput:
     render_sheets: Mapping[str, Path]
     turntables: Mapping[str, Path]
     trainings: Sequence[TrainingRun]
+    train_rows: Sequence[Mapping[str, Any]]
+    """One summary row per downstream task (task, metric, val, chance, ...) for the metrics table."""
     artefacts: Mapping[str, Path]
     notes: Sequence[str]
     timings: Mapping[str, float]
@@ -117,6 +125,8 @@ def write_report(data: ReportInput) -> Path:
                   for name, p in data.turntables.items()]
         parts += [_figure(report_dir, p, f"{name}: novel views (colour, depth, mask, labels)", "sheet")
                   for name, p in data.render_sheets.items()]
+    if data.train_rows:
+        parts += ["<h2>Downstream metrics</h2>", _rows_table(data.train_rows, TRAIN_COLUMNS)]
     for run in data.trainings:
         parts += _training(report_dir, run)
     if data.notes:
@@ -139,7 +149,7 @@ def read_training(out_dir: Path) -> TrainingRun | None:
         return None
     doc = json.loads(path.read_text())
     return TrainingRun(str(doc.get("task", out_dir.name)), out_dir, str(doc.get("metric", "metric")),
-                       tuple(doc.get("classes", ())), tuple(doc.get("epochs", ())))
+                       tuple(doc.get("classes", ())), tuple(doc.get("epochs", ())), dict(doc.get("final") or {}))
 
 
 def _training(report_dir: Path, run: TrainingRun) -> list[str]:
@@ -150,6 +160,9 @@ def _training(report_dir: Path, run: TrainingRun) -> list[str]:
              f"{_link(report_dir, run.out_dir / 'metrics.json')}, "
              f"{_link(report_dir, run.out_dir / 'model.safetensors')}</p>",
              _table(["epoch", "train loss", f"train {run.metric}", f"val {run.metric}", "seconds"], rows)]
+    iou = run.final.get("val_per_class_iou")
+    if iou:
+        parts.append(_table(["class", "val IoU"], [[c, _num(v)] for c, v in zip(run.classes, iou, strict=False)]))
     for name, caption in (("curve.png", "training curves"), ("confusion.png", "val confusion matrix")):
         if (run.out_dir / name).is_file():
             parts.append(_figure(report_dir, run.out_dir / name, f"{run.task}: {caption}", "sheet"))
@@ -157,9 +170,14 @@ def _training(report_dir: Path, run: TrainingRun) -> list[str]:
 
 
 def _scenes_table(scenes: Sequence[Mapping[str, Any]]) -> str:
-    keys = [k for k in SCENE_COLUMNS if any(k in r for r in scenes)]
-    keys += [k for k in dict.fromkeys(k for r in scenes for k in r) if k not in keys]
-    return _table(keys, [[r.get(k, "") for k in keys] for r in scenes])
+    return _rows_table(scenes, SCENE_COLUMNS)
+
+
+def _rows_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> str:
+    """A table of dict rows: the columns of `order` that any row has, then any others."""
+    keys = [k for k in order if any(k in r for r in rows)]
+    keys += [k for k in dict.fromkeys(k for r in rows for k in r) if k not in keys]
+    return _table(keys, [["" if r.get(k) is None else r.get(k) for k in keys] for r in rows])
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,9 +1,12 @@
-"""End to end on synthetic scenes: mirror -> download -> fit -> export -> label -> render -> pack -> train,
-through `perfdata.pipelines.demo` (the same steps `perfdata demo` runs), each output read back by its own library."""
+"""End to end on synthetic scenes: mirror -> download -> fit (plenoxel objects, semantic rooms, on a 2-worker
+LocalCluster) -> export -> label -> render -> pack -> train cls2d, cls3d, seg3d, through
+`perfdata.pipelines.demo` (the same steps `perfdata demo` runs), each output read back by its own library."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import webdataset as wds
-from perfdata.pipelines.demo import DemoConfig, DemoResult, run_demo
+from perfdata.pipelines.demo import DemoConfig, DemoResult, default_steps, run_demo
 
+from perfdata.markers import DONE
+from perfdata.records.fit import read_fit
 from perfdata.status import output_status
 from perfdata.store import open_store
 from perfdata.store.validate import validate_store
@@ -22,14 +27,15 @@ from perfdata.store.validate import validate_store
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult]:
     """One small demo run, shared by the tests of this module."""
     out = tmp_path_factory.mktemp("demo")
-    cfg = DemoConfig(out, n_scenes=1, size=32, n_views=9, fit_seconds=120.0, fit_steps=80, render_views=3,
-                     train_epochs=2, turntable_views=6)
+    cfg = DemoConfig(out, n_scenes=1, n_rooms=2, size=32, n_views=9, fit_seconds=120.0, fit_steps=80, render_views=3,
+                     train_epochs=2, train_3d_epochs=2, turntable_views=6, executor="dask:2")
     return out, run_demo(cfg)
 
 
 def test_pipeline_end_to_end(demo: tuple[Path, DemoResult]) -> None:
     tmp_path, result = demo
-    assert [r["scene"] for r in result.scenes] == ["obj_0000_sphere", "room_0000"]
+    ids = ["obj_0000_sphere", "room_0000", "room_0001"]
+    assert [r["scene"] for r in result.scenes] == ids
 
     status = json.loads((tmp_path / "downloads" / "download_status.json").read_text())
     assert status["files"] and all(f["state"] == "done" for f in status["files"].values())
@@ -43,22 +49,51 @@ def test_pipeline_end_to_end(demo: tuple[Path, DemoResult]) -> None:
     for row in result.scenes:
         assert row["psnr"] > 14.0, row  # 80-step fits of 32 px scenes; a constant grey image scores ~8 dB
         assert row["depth_abs_rel"] < 0.2, row
+        fit = read_fit(tmp_path / "fits" / row["scene"])
+        assert fit.method == row["method"] == ("semantic" if row["kind"] == "rooms" else "plenoxel"), row
+        if fit.method == "semantic":
+            assert row["miou"] > 0.3, row  # 80 steps, labels learnt over the last 60 % only: a smoke bound
+        done = json.loads((tmp_path / "fits" / row["scene"] / DONE).read_text())
+        assert done["pid"] != os.getpid(), done  # fitted by a worker process of the LocalCluster
 
     report = validate_store(str(tmp_path / "dataset.zarr"))
     assert not report.problems, report.problems
     store = open_store(str(tmp_path / "dataset.zarr"))
-    assert sorted(store.scene_ids) == ["obj_0000_sphere", "room_0000"]
-    assert (store.read_scene("room_0000").labels >= 0).mean() > 0.2
+    assert sorted(store.scene_ids) == ids
+    assert store.read_scene("room_0000").logits is not None  # the semantic field's class logits
+    for scene_id in ids:
+        assert (store.read_scene(scene_id).labels >= 0).mean() > 0.2, scene_id
 
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     urls = [str(tmp_path / "shards" / s["name"]) for s in index["shards"]]
     samples = list(wds.WebDataset(urls, shardshuffle=False))
-    assert len(samples) == sum(s["samples"] for s in index["shards"]) == 2 * 3
+    assert len(samples) == sum(s["samples"] for s in index["shards"]) == 3 * 3
     assert {"rgb.png", "depth.png", "mask.png", "label.png", "cls", "json"} <= set(samples[0])
 
-    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    assert len(metrics["epochs"]) == 2 and np.isfinite(metrics["epochs"][-1]["train_loss"])
-    assert (tmp_path / "report" / "report.md").read_text().count("| done |") == 2
+    for task in ("cls2d", "cls3d", "seg3d"):
+        metrics = json.loads((tmp_path / "train" / task / "metrics.json").read_text())
+        assert metrics["task"] == task and len(metrics["epochs"]) == 2, metrics
+        assert np.isfinite(metrics["epochs"][-1]["train_loss"]) and metrics["n_val"] >= 1, metrics
+        assert np.isfinite(metrics["final"]["val_metric"]), metrics
+    seg = json.loads((tmp_path / "train" / "seg3d" / "metrics.json").read_text())
+    assert set(seg["splits"]["scenes"]["train"] + seg["splits"]["scenes"]["val"]) == {"room_0000", "room_0001"}
+    assert [r["task"] for r in result.trainings] == ["cls2d", "cls3d", "seg3d"]
+    assert (tmp_path / "report" / "report.md").read_text().count("| done |") == 3
+
+
+def test_a_second_demo_on_the_same_folder_at_the_same_time_is_refused(tmp_path: Path) -> None:
+    """While one demo run holds OUT, another is refused before it writes anything, naming the folder."""
+    from perfdata.pipelines.demo import demo_lock
+
+    from perfdata.markers import ItemBusy
+
+    steps = [("synth objects", dict(default_steps())["synth objects"])]
+    with demo_lock(tmp_path):
+        with pytest.raises(ItemBusy, match=re.escape(f"another demo run (pid {os.getpid()}) is writing {tmp_path}")):
+            run_demo(DemoConfig(tmp_path, n_scenes=1, size=12, n_views=1), steps)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock"]
+    result = run_demo(DemoConfig(tmp_path, n_scenes=1, size=12, n_views=1), steps)  # free again
+    assert [r["scene"] for r in result.scenes] == ["obj_0000_sphere"]
 
 
 def start_chromium() -> Any:
@@ -99,7 +134,9 @@ def test_the_html_report_loads_in_a_real_browser(demo: tuple[Path, DemoResult]) 
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);")
         sources = {src for src, _, _ in images}
-        assert {"contact_sheet.png", "fit_psnr.png", "../train/curve.png"} <= sources, sources
+        assert {"contact_sheet.png", "fit_psnr.png"} <= sources, sources
+        for task in ("cls2d", "cls3d", "seg3d"):
+            assert {f"../train/{task}/curve.png", f"../train/{task}/confusion.png"} <= sources, (task, sources)
         assert {f"turntables/{g.name}" for g in gifs} <= sources
         assert len(images) >= 8 and all(ok and width > 0 for _, ok, width in images), images
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -115,3 +152,8 @@ def test_the_html_report_loads_in_a_real_browser(demo: tuple[Path, DemoResult]) 
     assert "../dataset.zarr" in links and "../shards/index.json" in links
     for row in result.scenes:
         assert row["scene"] in text and f"{row['psnr']}" in text
+    assert "Downstream metrics" in text
+    for train in result.trainings:  # the metrics table: each task with its final val metric
+        assert f"Training: {train['task']}" in text and f"{train['val']}" in text, train
+    assert "val IoU" in text  # seg3d's per-class IoU table
+    assert "../train/seg3d/model.safetensors" in links and "../fits/room_0000/fit.json" in links

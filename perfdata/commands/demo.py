@@ -18,12 +18,16 @@ from perfdata.commands.common import print_table
 @click.option("--fit-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="Wall-clock budget of each scene's fit.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scenes, fits, renders, training.")
-def demo(out: Path, n_scenes: int, size: int, n_views: int, fit_seconds: float, seed: int) -> None:
-    """Synthesize scenes, serve them as a local mirror and download them, fit, export, render, pack and train;
-    write report/report.md and contact sheets under OUT. A rerun skips what is done."""
+@click.option("--executor", default="dask:2", show_default=True,
+              help="Where the fits run: local, dask:N (a LocalCluster of N worker processes), tcp://HOST:PORT, ...")
+def demo(out: Path, n_scenes: int, size: int, n_views: int, fit_seconds: float, seed: int, executor: str) -> None:
+    """Synthesize scenes, serve them as a local mirror and download them, fit (objects: plenoxel, rooms:
+    semantic) on a 2-worker LocalCluster, export, label, render, pack, train cls2d, cls3d and seg3d; write
+    report/index.html (and report.md) under OUT. A rerun skips what is done."""
     from perfdata.pipelines.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(out, n_scenes=n_scenes, size=size, n_views=n_views, seed=seed, fit_seconds=fit_seconds)
+    cfg = DemoConfig(out, n_scenes=n_scenes, size=size, n_views=n_views, seed=seed, fit_seconds=fit_seconds,
+                     executor=executor)
     result = run_demo(cfg, on_step=lambda name: click.echo(f"demo: {name} ...", err=True))
     rows = [(name, f"{sec:.2f}") for name, sec in result.timings.items()]
     rows += [(name, str(path)) for name, path in result.artefacts.items()]

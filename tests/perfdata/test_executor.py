@@ -69,6 +69,21 @@ def test_dask_local_clusters_with_and_without_gpu_resources() -> None:
     assert all((name, gpu) in {("gpu-0", "0"), ("gpu-1", "1")} for name, gpu in seen)
 
 
+def torch_threads(item: str) -> tuple[int, int]:
+    import torch
+
+    return os.getpid(), torch.get_num_threads()
+
+
+def test_dask_workers_run_torch_on_their_own_threads_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LocalCluster of 2 single-thread workers uses 2 cores: torch runs one thread in each worker, whatever
+    OMP_NUM_THREADS the driver has (benchmarks/scale.py's 1-vs-2 worker comparison relies on it)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # what the worker processes would inherit
+    seen = run_tasks(torch_threads, [str(i) for i in range(6)], ExecutorConfig(kind="dask", workers=2, gpus=0))
+    assert {threads for _, threads in seen} == {1}
+    assert os.getpid() not in {pid for pid, _ in seen}
+
+
 def test_slurm_job_script_asks_for_queue_walltime_memory_and_gpus() -> None:
     pytest.importorskip("dask_jobqueue")
     from perfdata.executor import slurm_cluster

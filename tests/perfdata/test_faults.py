@@ -206,6 +206,33 @@ def test_two_shard_processes_cover_every_scene_exactly_once(tmp_path: Path) -> N
     assert sorted(Markers.in_folder(out, "fit").planned()) == sorted(ids)
 
 
+def test_two_runs_on_one_output_folder_never_write_one_scene_twice(tmp_path: Path) -> None:
+    """Two identical `perfdata fit` processes on one output folder at the same time (no --shard): the scene
+    locks let only one process write each scene; the other refuses it, naming the scene and the holder, and
+    exits 1 -- or skips it, when it was done before it looked. Each scene is started once (attempts 1), its
+    output is complete, and a rerun finds everything done."""
+    ids = write_objects(tmp_path / "data", 3)
+    out = tmp_path / "fits"
+    args = ["fit", "--reader", "synthetic", "--data", tmp_path / "data", "--out", out, "--resolution", "16",
+            "--steps", str(SLOW["steps"]), "--device", "cpu", "--holdout-every", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}  # summary tables unwrapped
+    procs = [subprocess.Popen([*PERFDATA, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env) for _ in range(2)]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    pids = {p.pid for p in procs}
+    by = {i: done_record(out, i) for i in ids}
+    assert all(r["attempts"] == 1 and r["pid"] in pids for r in by.values()), by  # never started twice
+    for i in ids:
+        check_complete(out / i)
+    for proc, log in zip(procs, logs, strict=True):  # a run that refused a scene says so and exits 1
+        assert proc.returncode == (1 if " busy" in log else 0), (proc.returncode, log)
+    assert any(" busy" in log and "another run is writing it" in log for log in logs), logs  # they overlapped
+    rerun = subprocess.run([*PERFDATA, *map(str, args)], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert {i: done_record(out, i)["pid"] for i in ids} == {i: r["pid"] for i, r in by.items()}
+
+
 @pytest.mark.parametrize("spec", ["slurm:3,queue=gpu,walltime=02:15:00,memory=24GB,gpus=1,cores=6"])
 def test_the_slurm_spec_reaches_the_job_script(spec: str) -> None:
     """What `--executor slurm:...` asks for is what the job script dask-jobqueue generates asks SLURM for."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from perfdata.ndc import NDC
+from perfdata.ndc import MIN_Z, NDC
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,6 @@ class NDCRays:
         return self.s0 + self.near * tp / (self.dz * (1.0 - tp))
 
 
-_MIN_DZ = 1e-6
-
 
 def rays(ndc: NDC, origins: torch.Tensor, dirs: torch.Tensor) -> NDCRays:
     """World rays origins, dirs (n, 3) -> NDC rays (module docstring). Rays must point away from the reference
@@ -54,10 +52,10 @@ def rays(ndc: NDC, origins: torch.Tensor, dirs: torch.Tensor) -> NDCRays:
     w2c = torch.as_tensor(np.linalg.inv(ndc.c2w), dtype=origins.dtype, device=origins.device)
     o = origins @ w2c[:3, :3].T + w2c[:3, 3]
     d = dirs @ w2c[:3, :3].T
-    dz = d[:, 2].clamp_min(_MIN_DZ)
+    dz = d[:, 2].clamp_min(MIN_Z)
     s0 = (ndc.near - o[:, 2]) / dz
     o = o + s0[:, None] * d
-    oz = o[:, 2].clamp_min(_MIN_DZ)
+    oz = o[:, 2].clamp_min(MIN_Z)
     ox, oy = o[:, 0] / oz, o[:, 1] / oz
     o_ndc = torch.stack([ndc.sx * ox, ndc.sy * oy, 1.0 - 2.0 * ndc.near / oz], dim=-1)
     d_ndc = torch.stack([ndc.sx * (d[:, 0] / dz - ox), ndc.sy * (d[:, 1] / dz - oy), 2.0 * ndc.near / oz], dim=-1)

@@ -232,20 +232,18 @@ class CubeRays:
         return self.ndc_rays.world_parameter(t * self.z_scale)
 
 
-def world_to_cube(world_from_grid: np.ndarray, ndc: NDC | None, origins: torch.Tensor,
+def world_to_cube(grid_from_world: np.ndarray, ndc: NDC | None, origins: torch.Tensor,
                   dirs: torch.Tensor) -> CubeRays:
-    """World rays (n, 3) -> cube rays of a grid with this world_from_grid (and NDC space, or None)."""
-    if ndc is None:
-        o, d, zs = rays_to_cube(np.linalg.inv(world_from_grid), origins, dirs)
-        return CubeRays(o, d, zs)
-    nr = ndc_space.rays(ndc, origins, dirs)
-    o, d, zs = rays_to_cube(np.linalg.inv(world_from_grid), nr.origins, nr.dirs)
+    """World rays (n, 3) -> cube rays of a grid with this inverse world_from_grid (and NDC space, or None)."""
+    nr = None if ndc is None else ndc_space.rays(ndc, origins, dirs)
+    o, d, zs = rays_to_cube(grid_from_world, origins, dirs) if nr is None else \
+        rays_to_cube(grid_from_world, nr.origins, nr.dirs)
     return CubeRays(o, d, zs, nr)
 
 
 def grid_rays(grid: PlenoxelGrid, origins: torch.Tensor, dirs: torch.Tensor) -> CubeRays:
     """World rays (n, 3) -> `grid`'s cube rays, on its device."""
-    return world_to_cube(grid.world_from_grid, grid.ndc, origins.to(grid.device), dirs.to(grid.device))
+    return world_to_cube(np.linalg.inv(grid.world_from_grid), grid.ndc, origins.to(grid.device), dirs.to(grid.device))
 
 
 def march(

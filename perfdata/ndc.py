@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_MIN_Z = 1e-6
+MIN_Z = 1e-6
+"""Smallest reference-camera z (and ray z component) the maps divide by."""
 
 NDC_ARRAY_SIZE = 19
 """Length of `NDC.to_array`: the 4x4 reference c2w (row-major), sx, sy, near."""
@@ -59,7 +60,7 @@ def ndc_points(ndc: NDC, points: np.ndarray) -> np.ndarray:
     """World points (n, 3) -> NDC coordinates (n, 3) (in front of the reference camera)."""
     w2c = np.linalg.inv(ndc.c2w)
     p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    z = np.maximum(p[:, 2], _MIN_Z)
+    z = np.maximum(p[:, 2], MIN_Z)
     return np.stack([ndc.sx * p[:, 0] / z, ndc.sy * p[:, 1] / z, 1.0 - 2.0 * ndc.near / z], axis=-1)
 
 

@@ -56,7 +56,7 @@ def load_rays(frames: Sequence[Frame], grid_from_world: np.ndarray, device: torc
             parts["depth"].append(torch.from_numpy(f.load_depth().reshape(-1)))  # type: ignore[union-attr]
         if with_mask:
             parts["mask"].append(torch.from_numpy(f.load_mask().reshape(-1).astype(np.float32)))  # type: ignore[union-attr]
-    cube = plenoxel.world_to_cube(np.linalg.inv(grid_from_world), ndc, torch.cat(parts["o"]), torch.cat(parts["d"]))
+    cube = plenoxel.world_to_cube(grid_from_world, ndc, torch.cat(parts["o"]), torch.cat(parts["d"]))
     return RaySet(
         origins=cube.origins.float().to(device), dirs=cube.dirs.float().to(device),
         z_scale=cube.z_scale.float().to(device),

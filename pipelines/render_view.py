@@ -158,13 +158,11 @@ def msi_image(grid: plenoxel.PlenoxelGrid, cam: Camera, chunk: int) -> np.ndarra
     """(H, W, 3) float32 of the grid's MSI background alone, seen by a camera."""
     assert grid.msi is not None
     uv = camera.pixel_grid(cam.width, cam.height)
-    inv = np.linalg.inv(grid.world_from_grid)
     parts = []
     for s in range(0, len(uv), chunk):
         o, d = camera.pixel_rays(cam.K, cam.c2w, uv[s : s + chunk])
-        oc, dc, _ = plenoxel.rays_to_cube(inv, torch.from_numpy(o).float().to(grid.device),
-                                          torch.from_numpy(d).float().to(grid.device))
-        parts.append(background_model.render(grid.msi, oc, dc).cpu().numpy())
+        cube = plenoxel.grid_rays(grid, torch.from_numpy(o).float(), torch.from_numpy(d).float())
+        parts.append(background_model.render(grid.msi, cube.origins, cube.dirs).cpu().numpy())
     return np.concatenate(parts).reshape(cam.height, cam.width, 3).astype(np.float32)
 
 

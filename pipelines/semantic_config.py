@@ -8,6 +8,9 @@ from typing import Any
 from perfdata.configs import from_fields
 from perfdata.errors import ConfigError
 
+UPSAMPLE = ("nearest", "centres", "interior")
+"""How `--label-downscale` labels are brought back to the training resolution (`semantic_labels.downscale_labels`)."""
+
 
 @dataclass(frozen=True)
 class SemanticConfig:
@@ -72,8 +75,8 @@ class SemanticConfig:
             raise ConfigError("--label-downscale, factor and rays must be >= 1 and --label-clicks >= 0")
         if self.start_at is not None and not 0.0 <= self.start_at < 1.0:
             raise ConfigError(f"semantic start_at must be in [0, 1), got {self.start_at}")
-        if self.label_upsample not in ("nearest", "centres", "interior"):
-            raise ConfigError(f"semantic label_upsample must be nearest, centres or interior, got {self.label_upsample!r}")
+        if self.label_upsample not in UPSAMPLE:
+            raise ConfigError(f"semantic label_upsample must be one of {', '.join(UPSAMPLE)}, got {self.label_upsample!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"semantic threshold must be in [0, 1], got {self.threshold}")
         if self.step_size <= 0 or self.weight_thresh < 0:

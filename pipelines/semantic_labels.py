@@ -11,13 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from perfdata.models.semantic import IGNORE
-from perfdata.pipelines.semantic_config import SemanticConfig
+from perfdata.pipelines.semantic_config import UPSAMPLE, SemanticConfig
 
 from perfdata.errors import InputError
 from perfdata.scene import Frame, Scene, resize
-
-UPSAMPLE = ("nearest", "centres", "interior")
-"""How `--label-downscale` labels are brought back to the training resolution (`downscale_labels`)."""
 
 
 def source_name(frame: Frame, scene_id: str) -> str:

@@ -19,7 +19,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ STOP_THRESH = 1e-7
 """A ray stops once its transmittance falls below this (what is behind changes any output by less)."""
 
 
-BACKWARD_BUFFER_BYTES = 32 << 20
+BACKWARD_BUFFER_BYTES = 384 << 20
 """Largest SH gradient buffer per CPU worker thread of the backward (beyond it the backward runs on one)."""
 
 
@@ -157,11 +157,16 @@ def _run(launch: _Launch, kernel: Any, per_worker: list[list[Any]]) -> None:
         stream = wp.stream_from_torch(torch.cuda.current_stream(launch.device)) if device != "cpu" else None
         wp.launch(kernel, dim=dim, inputs=inputs, device=device, stream=stream)
 
-    if n_workers == 1:
+    _in_threads(go, n_workers)
+
+
+def _in_threads(go: Callable[[int], None], n: int) -> None:
+    """go(0), ..., go(n - 1), in n threads when n > 1 (Warp launches release the GIL)."""
+    if n == 1:
         go(0)
         return
-    with ThreadPoolExecutor(n_workers) as pool:
-        list(pool.map(go, range(n_workers)))
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(go, range(n)))
 
 
 def _wp(t: torch.Tensor) -> Any:
@@ -259,14 +264,19 @@ def render_rays(
 
 def render_train(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, offset: torch.Tensor | float,
-    weight_thresh: float,
+    weight_thresh: float, extra_rows: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> dict[str, Any]:
     """Differentiable render of cube rays: rgb (n_rays, 3) foreground, depth (n_rays,) before z_scale, opacity
     (n_rays,); the leaves density_leaf (m_d, 1) over density_rows (m_d,) (the rows samples with density > 0
-    touch) and sh_leaf (m_s, 27) over sh_rows (m_s,) (the rows colour samples touch), rows sorted; and the
-    sample counts n_samples and n_colour."""
+    touch, and the rows extra_rows[0] names) and sh_leaf (m_s, 27) over sh_rows (m_s,) (the rows colour samples
+    touch, and extra_rows[1]), rows sorted, with density_map / sh_map (n_voxels,) int32 from a grid row to its
+    leaf row (-1: not in the leaf; other losses add their gradient there: `plenoxel_train.tv_grads_into`); and
+    the sample counts n_samples and n_colour."""
     launch = _prepare(grid, accel, origins, dirs, _offsets(offset, origins), weight_thresh)
     out, counts, flags = forward(launch, grid.n_voxels, mark=True)
+    for flag, extra in zip(flags, extra_rows, strict=True):
+        if extra is not None and extra.numel():
+            flag[extra] = 1
     (rows_d, map_d), (rows_s, map_s) = compact(flags[0]), compact(flags[1])
     d_leaf = grid.density.index_select(0, rows_d).requires_grad_(True)
     s_leaf = grid.sh.index_select(0, rows_s).requires_grad_(True)
@@ -274,7 +284,8 @@ def render_train(
     rgb, depth, opacity = _FusedRender.apply(d_leaf, s_leaf, state)
     totals = counts.sum(0, dtype=torch.int64).tolist()
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "density_leaf": d_leaf, "density_rows": rows_d,
-            "sh_leaf": s_leaf, "sh_rows": rows_s, "n_samples": int(totals[0]), "n_colour": int(totals[1])}
+            "sh_leaf": s_leaf, "sh_rows": rows_s, "density_map": map_d, "sh_map": map_s,
+            "n_samples": int(totals[0]), "n_colour": int(totals[1])}
 
 
 def rmsprop_step_(param: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, beta: float,
@@ -285,9 +296,23 @@ def rmsprop_step_(param: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, gra
     from perfdata.models import fused_kernels as fk
 
     device = _warp_device(param.device)
-    stream = wp.stream_from_torch(torch.cuda.current_stream(param.device)) if device != "cpu" else None
-    wp.launch(fk.rmsprop_rows, dim=tuple(grad.shape), device=device, stream=stream,
-              inputs=[_wp(param), _wp(sq), _wp(rows.contiguous()), _wp(grad.contiguous()), beta, eps, lr])
+    rows, grad = rows.contiguous(), grad.contiguous()
+    if device != "cpu":
+        stream = wp.stream_from_torch(torch.cuda.current_stream(param.device))
+        wp.launch(fk.rmsprop_rows, dim=grad.shape[0], device=device, stream=stream,
+                  inputs=[_wp(param), _wp(sq), _wp(rows), _wp(grad), beta, eps, lr])
+        return
+    # distinct rows: the CPU worker threads take disjoint slices (a CPU launch runs on one thread)
+    n_workers = max(1, min(torch.get_num_threads(), grad.numel() // (1 << 16)))
+    bounds = [rows.numel() * j // n_workers for j in range(n_workers + 1)]
+
+    def go(j: int) -> None:
+        lo, hi = bounds[j], bounds[j + 1]
+        if hi > lo:
+            wp.launch(fk.rmsprop_rows, dim=hi - lo, device=device,
+                      inputs=[_wp(param), _wp(sq), _wp(rows[lo:hi]), _wp(grad[lo:hi]), beta, eps, lr])
+
+    _in_threads(go, n_workers)
 
 
 def tv_pairs(values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, coef: float
@@ -307,3 +332,17 @@ def tv_pairs(values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, ro
                       _wp(rows.contiguous()), _wp(torch.argsort(rows)), coef, _wp(out_rows), _wp(out_grad)])
     keep = out_rows >= 0
     return out_rows[keep], out_grad[keep]
+
+
+def tv_into(values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, coef: float,
+            row_map: torch.Tensor, grad: torch.Tensor) -> None:
+    """`plenoxel_train.tv_grads_into` in one kernel pass: the TV gradient (coef = 2 weight / k) of rows (k,)
+    int64 added in place into grad (m, C) float32 at row_map (n,) int32 positions (every pair's rows mapped)."""
+    import warp as wp
+    from perfdata.models import fused_kernels as fk
+
+    device = _warp_device(values.device)
+    stream = wp.stream_from_torch(torch.cuda.current_stream(values.device)) if device != "cpu" else None
+    wp.launch(fk.tv_into, dim=(rows.numel(), 3), device=device, stream=stream,
+              inputs=[_wp(values.contiguous()), _wp(links.contiguous()), _wp(coords.contiguous()),
+                      _wp(rows.contiguous()), coef, _wp(row_map.contiguous()), _wp(grad), int(device != "cpu")])

@@ -384,13 +384,57 @@ def rmsprop_rows(
     grad: wp.array2d(dtype=wp.float32), beta: float, eps: float, lr: float,
 ):
     """Sparse RMSProp over distinct rows (m,): sq <- beta sq + (1 - beta) g^2, param <- param - lr g / (sqrt(sq) + eps)
-    (as `optim.SparseRMSProp.step_`), one pass per element of grad (m, C)."""
-    i, j = wp.tid()
+    (as `optim.SparseRMSProp.step_`), one thread per row of grad (m, C) (a thread per element costs more
+    in thread overhead on the CPU than the row's arithmetic)."""
+    i = wp.tid()
     r = int(rows[i])
-    g = grad[i, j]
-    v = beta * sq[r, j] + (1.0 - beta) * g * g
-    sq[r, j] = v
-    param[r, j] = param[r, j] + (-lr) * (g / (wp.sqrt(v) + eps))
+    for j in range(grad.shape[1]):
+        g = grad[i, j]
+        v = beta * sq[r, j] + (1.0 - beta) * g * g
+        sq[r, j] = v
+        param[r, j] = param[r, j] + (-lr) * (g / (wp.sqrt(v) + eps))
+
+
+@wp.func
+def tv_neighbour(links: wp.array3d(dtype=wp.int32), coords: wp.array2d(dtype=wp.int64), r: int, axis: int) -> int:
+    """Row of the +axis neighbour of row r, -1 when outside the grid or not allocated."""
+    x = int(coords[r, 0])
+    y = int(coords[r, 1])
+    z = int(coords[r, 2])
+    nb = int(-1)
+    if axis == 0 and x + 1 < links.shape[0]:
+        nb = int(links[x + 1, y, z])
+    if axis == 1 and y + 1 < links.shape[1]:
+        nb = int(links[x, y + 1, z])
+    if axis == 2 and z + 1 < links.shape[2]:
+        nb = int(links[x, y, z + 1])
+    return nb
+
+
+@wp.kernel
+def tv_into(
+    values: wp.array2d(dtype=wp.float32), links: wp.array3d(dtype=wp.int32), coords: wp.array2d(dtype=wp.int64),
+    rows: wp.array(dtype=wp.int64), coef: float, row_map: wp.array(dtype=wp.int32), grad: wp.array2d(dtype=wp.float32),
+    atomic: int,
+):
+    """The same TV gradient as `tv_pairs`, added straight into a compact gradient (m, C) at the positions
+    row_map gives both rows of every pair: with `atomic` atomically (CUDA), else by plain adds (a CPU launch
+    runs on one thread)."""
+    j, axis = wp.tid()
+    r = int(rows[j])
+    nb = tv_neighbour(links, coords, r, axis)
+    if nb < 0:
+        return
+    a = int(row_map[r])
+    b = int(row_map[nb])
+    for ch in range(values.shape[1]):
+        g = coef * (values[nb, ch] - values[r, ch])
+        if atomic != 0:
+            wp.atomic_add(grad, a, ch, -g)
+            wp.atomic_add(grad, b, ch, g)
+        else:
+            grad[a, ch] = grad[a, ch] - g
+            grad[b, ch] = grad[b, ch] + g
 
 
 @wp.kernel
@@ -407,16 +451,7 @@ def tv_pairs(
     i = int(order[j])
     k = rows.shape[0]
     r = int(rows[i])
-    x = int(coords[r, 0])
-    y = int(coords[r, 1])
-    z = int(coords[r, 2])
-    nb = int(-1)
-    if axis == 0 and x + 1 < links.shape[0]:
-        nb = int(links[x + 1, y, z])
-    if axis == 1 and y + 1 < links.shape[1]:
-        nb = int(links[x, y + 1, z])
-    if axis == 2 and z + 1 < links.shape[2]:
-        nb = int(links[x, y, z + 1])
+    nb = tv_neighbour(links, coords, r, axis)
     slot_a = 2 * axis * k + i
     slot_b = slot_a + k
     if nb < 0:

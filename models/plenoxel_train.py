@@ -25,6 +25,8 @@ class TrainRender:
         density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows), or with
             `density_rows` (k,) set (the fused path) the compact leaf (k, 1) of those rows.
         sh_rows: (m, ) grid rows behind `sh_leaf` (m, 27).
+        density_map, sh_map: (n,) int32 grid row -> leaf row (-1: none), from the fused path (else None): other
+            losses add their gradient into the leaves' gradients there (`tv_grads_into`).
         n_samples: samples in occupied cells. n_alive: those in front of the surface (composited).
         n_colour: samples whose colour was evaluated.
         colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights;
@@ -45,12 +47,15 @@ class TrainRender:
     colour_weights: torch.Tensor | None
     fused: bool = False
     density_rows: torch.Tensor | None = None
+    density_map: torch.Tensor | None = None
+    sh_map: torch.Tensor | None = None
 
 
 def render_train(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, z_scale: torch.Tensor,
     background: torch.Tensor, offset: torch.Tensor | float = 0.5, weight_thresh: float = 1e-4,
     trans_thresh: float = 0.0, fused: bool = True,
+    extra_rows: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> TrainRender:
     """Differentiable render of cube rays (origins (n_rays, 3), unit dirs (n_rays, 3), z_scale (n_rays,));
     background (3,) may require grad (a learned colour).
@@ -63,14 +68,16 @@ def render_train(
 
     With `fused` (default) the fused kernels (`perfdata.models.fused`) run where they compile for the device
     (same outputs and gradients; they stop a ray once it is opaque, so `trans_thresh` is not used there); with
-    fused=False, or where they do not compile, the plain PyTorch path below, the reference.
+    fused=False, or where they do not compile, the plain PyTorch path below, the reference. The fused path
+    also puts `extra_rows` (density rows, SH rows; e.g. `tv_rows_touched`) into its compact leaves, so another
+    loss can add its gradient there; the plain path ignores them (its density gradient is dense).
     """
     if fused and origins.shape[0] and fused_render.available(origins.device):
-        out = fused_render.render_train(grid, accel, origins, dirs, offset, weight_thresh)
+        out = fused_render.render_train(grid, accel, origins, dirs, offset, weight_thresh, extra_rows)
         rgb = volrend.add_background(out["rgb"], out["opacity"], background)
         return TrainRender(rgb, out["depth"] * z_scale, out["opacity"], out["density_leaf"], out["sh_rows"],
                            out["sh_leaf"], out["n_samples"], out["n_samples"], out["n_colour"], None, None, True,
-                           out["density_rows"])
+                           out["density_rows"], out["density_map"], out["sh_map"])
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs, offset)
     ids, w = lookup(accel, u)
@@ -163,6 +170,48 @@ def tv_grads(
         out_rows += [a, b]
         out_grads += [-g, g]
     return torch.cat(out_rows), torch.cat(out_grads)
+
+
+def tv_sample(n_rows: int, fraction: float, gen: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """The rows TV visits in one step: about fraction * n_rows distinct rows (at least 1), one uniformly at random
+    in each of that many equal strata of the row range -- every row equally likely, as a uniform subset, but
+    sorted, so TV reads the grid in memory order (random order costs ~2x on a CPU, and sorting costs more)."""
+    k = max(1, min(n_rows, int(fraction * n_rows)))
+    lo = torch.arange(k, device=device) * n_rows // k
+    hi = torch.arange(1, k + 1, device=device) * n_rows // k
+    return lo + (torch.rand(k, generator=gen, device=device) * (hi - lo)).long().clamp_max(hi - lo - 1)
+
+
+def tv_rows_touched(links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The rows (with repeats) whose TV gradient `tv_grads` of `rows` can be non-zero: each sampled row that has
+    an allocated +x, +y or +z neighbour, and those neighbours."""
+    c = coords[rows]
+    out = []
+    for axis in range(3):
+        nb = c.clone()
+        nb[:, axis] += 1
+        inside = nb[:, axis] < links.shape[axis]
+        nb_ids = torch.full_like(rows, -1)
+        nb_ids[inside] = links[nb[inside, 0], nb[inside, 1], nb[inside, 2]].long()
+        ok = nb_ids >= 0
+        out += [rows[ok], nb_ids[ok]]
+    return torch.cat(out)
+
+
+def tv_grads_into(
+    values: torch.Tensor, links: torch.Tensor, coords: torch.Tensor, rows: torch.Tensor, weight: float,
+    row_map: torch.Tensor, grad: torch.Tensor, fused: bool = True,
+) -> None:
+    """Add the gradient of `tv_grads` into a compact gradient in place: grad (m, C) holds the rows that
+    row_map (n,) int32 maps (every row of `tv_rows_touched(links, coords, rows)` must be mapped)."""
+    if not rows.numel():
+        return
+    if fused and values.dtype == torch.float32 and grad.dtype == torch.float32 and grad.is_contiguous() \
+            and fused_render.available(values.device):
+        fused_render.tv_into(values, links, coords, rows, 2.0 * weight / rows.numel(), row_map, grad)
+        return
+    r, g = tv_grads(values, links, coords, rows, weight, fused=False)
+    grad.index_add_(0, row_map[r].long(), g)
 
 
 def make_grid(

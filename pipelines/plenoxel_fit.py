@@ -233,6 +233,8 @@ class Trainer:
         known = rays.depth[rays.depth > 0] if rays.depth is not None else None
         self.depth_norm = float(known.median()) if known is not None and known.numel() else 1.0
         self.n_rays = self.n_samples = self.n_alive = self.n_colour = 0
+        self.tv_rows = torch.zeros(0, dtype=torch.long, device=device)
+        """The TV rows of the current step (drawn with its rays)."""
 
     def set_grid(self, grid: PlenoxelGrid) -> None:
         self.grid = grid
@@ -277,12 +279,18 @@ class Trainer:
             self.accel = plenoxel.build_accel(self.grid, cfg.step_size)
         idx = torch.randint(rays.origins.shape[0], (cfg.batch_rays,), generator=self.gen, device=self.device)
         offset = torch.rand(cfg.batch_rays, generator=self.gen, device=self.device)
+        self.tv_rows = plenoxel_train.tv_sample(self.grid.n_voxels, cfg.tv_fraction, self.gen, self.device)
+        fused = cfg.fused and cfg.prune_weight <= 0
+        extra: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if fused and (cfg.tv_density > 0 or cfg.tv_sh > 0):  # the fused leaves also take the TV rows
+            touched = plenoxel_train.tv_rows_touched(self.grid.links, self.coords, self.tv_rows)
+            extra = (touched if cfg.tv_density > 0 else None, touched if cfg.tv_sh > 0 else None)
         bg = self.bg.clamp(0, 1) if self.learn_bg else self.bg
         if self.msi is not None:
             bg = self.msi.render(bg, rays.origins[idx], rays.dirs[idx])
         out = plenoxel_train.render_train(
             self.grid, self.accel, rays.origins[idx], rays.dirs[idx], rays.z_scale[idx], bg, offset, cfg.weight_thresh,
-            fused=cfg.fused and cfg.prune_weight <= 0,
+            fused=fused, extra_rows=extra,
         )
         mse = torch.mean((out.rgb - rays.rgb[idx]) ** 2)
         loss = mse
@@ -306,27 +314,38 @@ class Trainer:
         return float(loss.detach()), -10.0 * math.log10(max(float(mse.detach()), 1e-10))
 
     def apply_grads(self, out: plenoxel_train.TrainRender, frac: float) -> None:
-        cfg, grid = self.cfg, self.grid
-        n_tv = max(1, int(cfg.tv_fraction * grid.n_voxels))
-        tv_rows = torch.randint(grid.n_voxels, (n_tv,), generator=self.gen, device=self.device)
-        parts_s = [(out.sh_rows, _grad(out.sh_leaf))]
+        """The RMSProp steps of density and SH from the render's gradients plus TV on `self.tv_rows`."""
+        cfg, grid, tv_rows = self.cfg, self.grid, self.tv_rows
         lr_d = decayed(cfg.lr_density, cfg.lr_density_final, frac)
-        tv_d = plenoxel_train.tv_grads(grid.density, grid.links, self.coords, tv_rows, cfg.tv_density) \
-            if cfg.tv_density > 0 else None
-        if out.density_rows is not None:  # fused render: a compact density gradient, a sparse step
-            rows, g = merge_sparse([(out.density_rows, _grad(out.density_leaf))] + ([tv_d] if tv_d else []),
-                                   grid.n_voxels)
-            nonzero = torch.nonzero((g != 0).any(-1)).squeeze(-1)  # as step_dense_: zero-gradient rows untouched
-            self.opt_d.step_(grid.density, rows[nonzero], g[nonzero], lr_d)
-        else:
-            grad_d = _grad(out.density_leaf)
-            if tv_d is not None:
-                grad_d.index_add_(0, *tv_d)
-            self.opt_d.step_dense_(grid.density, grad_d, lr_d)
+        lr_s = decayed(cfg.lr_sh, cfg.lr_sh_final, frac)
+        if out.density_map is not None and out.sh_map is not None and out.density_rows is not None:
+            # fused render: its compact leaves already hold the TV rows; TV adds into their gradients in place
+            g_d, g_s = _grad(out.density_leaf), _grad(out.sh_leaf)
+            if cfg.tv_density > 0:
+                plenoxel_train.tv_grads_into(grid.density, grid.links, self.coords, tv_rows, cfg.tv_density,
+                                             out.density_map, g_d)
+            if cfg.tv_sh > 0:
+                plenoxel_train.tv_grads_into(grid.sh, grid.links, self.coords, tv_rows, cfg.tv_sh, out.sh_map, g_s)
+            nonzero = torch.nonzero(g_d[:, 0] != 0).squeeze(-1)  # as step_dense_: zero-gradient rows untouched
+            self.opt_d.step_(grid.density, out.density_rows[nonzero], g_d[nonzero], lr_d)
+            self.opt_s.step_(grid.sh, out.sh_rows, g_s, lr_s)
+            self.step_backgrounds(frac)
+            return
+        # the plain render: a dense density gradient, the SH leaf's rows merged with TV's
+        parts_s = [(out.sh_rows, _grad(out.sh_leaf))]
+        grad_d = _grad(out.density_leaf)
+        if cfg.tv_density > 0:
+            grad_d.index_add_(0, *plenoxel_train.tv_grads(grid.density, grid.links, self.coords, tv_rows,
+                                                          cfg.tv_density))
+        self.opt_d.step_dense_(grid.density, grad_d, lr_d)
         if cfg.tv_sh > 0:
             parts_s.append(plenoxel_train.tv_grads(grid.sh, grid.links, self.coords, tv_rows, cfg.tv_sh))
         rows, g = merge_sparse(parts_s, grid.n_voxels)
-        self.opt_s.step_(grid.sh, rows, g, decayed(cfg.lr_sh, cfg.lr_sh_final, frac))
+        self.opt_s.step_(grid.sh, rows, g, lr_s)
+        self.step_backgrounds(frac)
+
+    def step_backgrounds(self, frac: float) -> None:
+        """The steps of a learned background colour and of the MSI."""
         if self.bg_opt is not None:
             self.bg_opt.step()
             self.bg_opt.zero_grad()

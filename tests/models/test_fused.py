@@ -195,6 +195,56 @@ def test_fused_tv_equals_torch_tv() -> None:
         torch.testing.assert_close(out_g, ref_g, atol=1e-7, rtol=1e-6)
 
 
+def test_tv_into_the_fused_leaves_equals_merged_sparse_gradients() -> None:
+    """The fit's fused route (TV rows put into the render's compact leaves, TV added in place) gives the rows and
+    gradients of the reference route (render rows and TV pairs merged by merge_sparse), kernel and torch TV."""
+    from perfdata.models.optim import merge_sparse
+
+    grid = random_grid((16, 16, 16), 4)
+    coords = plenoxel_train.voxel_coords(grid)
+    accel = plenoxel.build_accel(grid, 0.5)
+    o, d, zs, off = random_rays(60, 5)  # few rays: the TV rows add rows the render does not touch
+    tv_rows = torch.randint(grid.n_voxels, (150,), generator=torch.Generator().manual_seed(2))
+    touched = plenoxel_train.tv_rows_touched(grid.links, coords, tv_rows)
+
+    def render(extra: tuple) -> plenoxel_train.TrainRender:
+        out = plenoxel_train.render_train(grid, accel, o, d, zs, torch.ones(3), off, extra_rows=extra)
+        (out.rgb.square().sum() + 0.1 * out.depth.sum()).backward()
+        return out
+
+    ref = render((None, None))
+    assert ref.fused
+    cases = (("density", grid.density, 1e-2), ("sh", grid.sh, 1e-3))
+    for fused_tv in (True, False):
+        out = render((touched, touched))
+        for name, values, weight in cases:
+            leaf, ref_leaf = getattr(out, f"{name}_leaf"), getattr(ref, f"{name}_leaf")
+            rows, ref_rows = getattr(out, f"{name}_rows"), getattr(ref, f"{name}_rows")
+            grad = leaf.grad.clone()
+            plenoxel_train.tv_grads_into(values, grid.links, coords, tv_rows, weight, getattr(out, f"{name}_map"),
+                                         grad, fused=fused_tv)
+            tv = plenoxel_train.tv_grads(values, grid.links, coords, tv_rows, weight, fused=False)
+            want_rows, want = merge_sparse([(ref_rows, ref_leaf.grad), tv], grid.n_voxels)
+            assert torch.equal(rows, want_rows) and rows.numel() > ref_rows.numel(), name
+            torch.testing.assert_close(grad, want, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_fused_rmsprop_over_two_threads_equals_torch_step(monkeypatch) -> None:
+    from perfdata.models.optim import SparseRMSProp
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two CPU workers, whatever the machine
+    g = torch.Generator().manual_seed(3)
+    param = torch.randn(9000, 27, generator=g)
+    rows = torch.randperm(9000, generator=g)[:5000].sort().values
+    grad = torch.randn(5000, 27, generator=g)
+    a, b = param.clone(), param.clone()
+    opt_a, opt_b = SparseRMSProp(9000, 27), SparseRMSProp(9000, 27)
+    opt_a.step_(a, rows, grad, 0.05, fused=False)
+    opt_b.step_(b, rows, grad, 0.05, fused=True)
+    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(opt_b.sq, opt_a.sq, atol=1e-6, rtol=1e-6)
+
+
 def test_backward_on_one_worker_equals_several(monkeypatch) -> None:
     """Large SH gradients are accumulated by one CPU worker instead of per-thread buffers: same gradients."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers, whatever the machine

@@ -262,13 +262,20 @@ def render_rays(
     return out[:, :3], out[:, 3], out[:, 4]
 
 
+def _gradient_carrier(m: int, c: int, like: torch.Tensor) -> torch.Tensor:
+    """A (m, c) leaf whose `.grad` receives the compact rows' gradient. The kernels read the grid itself, so the
+    leaf holds no copy of the rows (a stride-0 zero: copying ~1M SH rows per step cost ~5 % of a step)."""
+    return torch.zeros((), dtype=like.dtype, device=like.device).expand(m, c).requires_grad_(True)
+
+
 def render_train(
     grid: PlenoxelGrid, accel: Accel, origins: torch.Tensor, dirs: torch.Tensor, offset: torch.Tensor | float,
     weight_thresh: float, extra_rows: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> dict[str, Any]:
     """Differentiable render of cube rays: rgb (n_rays, 3) foreground, depth (n_rays,) before z_scale, opacity
-    (n_rays,); the leaves density_leaf (m_d, 1) over density_rows (m_d,) (the rows samples with density > 0
-    touch, and the rows extra_rows[0] names) and sh_leaf (m_s, 27) over sh_rows (m_s,) (the rows colour samples
+    (n_rays,); the gradient carriers (zero-valued leaves whose `.grad` is the gradient of their rows)
+    density_leaf (m_d, 1) over density_rows (m_d,) (the rows samples with density > 0 touch, and the rows
+    extra_rows[0] names) and sh_leaf (m_s, 27) over sh_rows (m_s,) (the rows colour samples
     touch, and extra_rows[1]), rows sorted, with density_map / sh_map (n_voxels,) int32 from a grid row to its
     leaf row (-1: not in the leaf; other losses add their gradient there: `plenoxel_train.tv_grads_into`); and
     the sample counts n_samples and n_colour."""
@@ -278,8 +285,7 @@ def render_train(
         if extra is not None and extra.numel():
             flag[extra] = 1
     (rows_d, map_d), (rows_s, map_s) = compact(flags[0]), compact(flags[1])
-    d_leaf = grid.density.index_select(0, rows_d).requires_grad_(True)
-    s_leaf = grid.sh.index_select(0, rows_s).requires_grad_(True)
+    d_leaf, s_leaf = _gradient_carrier(rows_d.numel(), 1, grid.density), _gradient_carrier(rows_s.numel(), 27, grid.sh)
     state = {"launch": launch, "out": out, "maps": (map_d, map_s), "n_rows": (rows_d.numel(), rows_s.numel())}
     rgb, depth, opacity = _FusedRender.apply(d_leaf, s_leaf, state)
     totals = counts.sum(0, dtype=torch.int64).tolist()

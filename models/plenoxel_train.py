@@ -23,7 +23,8 @@ class TrainRender:
     Attributes:
         rgb: (n_rays, 3). depth: (n_rays,) z-depth (world units). opacity: (n_rays,).
         density_leaf: (n, 1) the grid's density as a leaf (its grad is dense over the rows), or with
-            `density_rows` (k,) set (the fused path) the compact leaf (k, 1) of those rows.
+            `density_rows` (k,) set (the fused path) a (k, 1) gradient carrier of those rows (its values are
+            zeros, not the rows'; only its grad is meant to be read, as `sh_leaf`'s there).
         sh_rows: (m, ) grid rows behind `sh_leaf` (m, 27).
         density_map, sh_map: (n,) int32 grid row -> leaf row (-1: none), from the fused path (else None): other
             losses add their gradient into the leaves' gradients there (`tv_grads_into`).

@@ -114,9 +114,9 @@ def render_seconds(run: Path, scene: Scene, k: int, n_samples: int) -> float:
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.inference_mode():
             sources = encode_sources(ckpt.model, st, spread_views(st.centres, st.axes, k, start=0))
-            render_frame(ckpt.model, sources, st, 1, n_samples, chunk=4096)
+            render_frame(ckpt.model, sources, st, 1, n_samples)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -61,8 +61,8 @@ class ModelRenderConfig:
     depth_format: str = "png"
     n_samples: int = 64
     """Samples per ray."""
-    chunk: int = 2048
-    """Rays rendered at once."""
+    chunk: int | None = None
+    """Rays rendered at once (default: `generalizable_eval.RAY_CHUNK` on the CPU, more on a GPU)."""
     background_labels: tuple[str, ...] = ("background", "wall", "floor", "ceiling")
     seed: int = 0
     device: str = "auto"

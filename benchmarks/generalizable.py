@@ -214,6 +214,7 @@ def main() -> None:
     room_m, _ = evaluate_scenes(model, room_t, k, n_views, cfg.eval_samples)
     out: dict = {
         "device": "cpu", "threads": args.threads, "quick": q, "image_size": [64, 64], "source_views": k,
+        "samples_per_ray": cfg.eval_samples,
         "train_scenes": {"objects": n_train_obj, "rooms": n_train_room},
         "heldout_scenes": {"objects": n_held_obj, "rooms": n_held_room},
         "train_seconds": record["train_seconds"], "train_steps": record["steps"],

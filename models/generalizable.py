@@ -160,8 +160,10 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     weight = mask[..., None]
     count = weight.sum(0)
-    mean = (values * weight).sum(0) / count.clamp_min(1.0)
-    var = (((values - mean[None]) ** 2) * weight).sum(0) / count.clamp_min(1.0)
+    inv = 1.0 / count.clamp_min(1.0)
+    masked = values * weight  # one pass over the (V, n, D) values; the variance is E[x^2] - E[x]^2 per point
+    mean = masked.sum(0) * inv
+    var = ((masked * values).sum(0) * inv - mean * mean).clamp_min(0.0)
     return torch.cat([mean, var, count / values.shape[0]], dim=-1)
 
 

@@ -59,8 +59,8 @@ class ModelRenderConfig:
     """Longer image side (default: the frames' own size)."""
     what: tuple[str, ...] = WHAT
     depth_format: str = "png"
-    n_samples: int = 64
-    """Samples per ray."""
+    n_samples: int = 32
+    """Samples per ray (the training count; 64 renders no better, `GeneralizableConfig.eval_samples`)."""
     chunk: int | None = None
     """Rays rendered at once (default: `generalizable_eval.RAY_CHUNK` on the CPU, more on a GPU)."""
     background_labels: tuple[str, ...] = ("background", "wall", "floor", "ceiling")

@@ -77,3 +77,17 @@ def test_miou_counts_the_classes_present_in_the_truth() -> None:
     assert s["miou"] == pytest.approx((1.0 + 0.5) / 2)  # class 3 adds no IoU of 0 of its own
     assert s["accuracy"] == pytest.approx(15 / 20)
     assert s["class_accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_class_weights_lift_rare_classes() -> None:
+    from types import SimpleNamespace
+
+    from perfdata.pipelines.generalizable_fit import class_weights
+
+    labels = torch.tensor([[0] * 80 + [1] * 16 + [2] * 4 + [-1] * 8])  # class 3 never appears
+    scenes = [SimpleNamespace(labels=labels), SimpleNamespace(labels=None)]
+    w = class_weights(scenes, 4, 0.5)
+    freq = torch.tensor([0.8, 0.16, 0.04])
+    assert torch.allclose(w[:3], (0.16 / freq) ** 0.5)  # median frequency / frequency, to the power
+    assert float(w[3]) == 1.0 and float(w[2]) > float(w[1]) > float(w[0])
+    assert class_weights(scenes, 4, 0.0) is None and class_weights(scenes[1:], 4, 0.5) is None

@@ -2,7 +2,9 @@
 density, colour and class logits of any point of an unseen scene from a few posed source views.
 
 Pipeline for a point x (cube frame of the scene, [-1, 1]^3) seen along a unit direction d:
-1. `ImageEncoder`: a small CNN turns each source image (V, 3, H, W) into features (V, C, H/2, W/2).
+1. `ImageEncoder`: a small CNN turns each source image (V, 3, H, W) into features (V, C, H/2, W/2) from three
+   scales (1/2, 1/4, 1/8) and the image's global average of the coarsest: context a 15-pixel receptive field
+   lacks (a room's wall or a table, an object's shape class).
 2. `project`: x is projected into every source view; the mask is 0 when x falls outside the image or behind
    the camera.
 3. `sample_views`: bilinear features and colours at the projections; with the distance from the view's centre
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from perfdata.models import sampling, volrend
 from torch import nn
 
-ARCH_VERSION = 1
+ARCH_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class FieldConfig:
     """Width of the per-view MLP (and of the aggregated mean / variance)."""
     hidden: int = 64
     """Width of the decoder MLP."""
+    semantic_hidden: int = 64
+    """Width of the class-logit branch: its own MLP on the decoder's input, so labels do not compete with
+    density and colour for the decoder's 64 features (0: logits from the decoder's last layer)."""
     n_freqs: int = 4
     """Frequencies of the positional encoding of the cube position."""
     sigma_scale: float = 20.0
@@ -73,7 +78,8 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class ImageEncoder(nn.Module):
-    """Images (V, 3, H, W) in [0, 1] -> features (V, C, H/2, W/2): two scales, the coarse one upsampled."""
+    """Images (V, 3, H, W) in [0, 1] -> features (V, C, H/2, W/2): three scales, the coarse ones upsampled, and
+    the global average of the coarsest (per image) broadcast to every pixel."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -81,13 +87,19 @@ class ImageEncoder(nn.Module):
                                   nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True))
         self.down = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True))
-        self.out = nn.Conv2d(16 + 32, channels, 1)
+        self.down2 = nn.Sequential(nn.Conv2d(32, 48, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(16 + 32 + 48 + 48, channels, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         assert images.ndim == 4 and images.shape[1] == 3, f"images must be (V, 3, H, W), got {tuple(images.shape)}"
         f1 = self.stem(images * 2.0 - 1.0)
-        f2 = F.interpolate(self.down(f1), size=f1.shape[-2:], mode="bilinear", align_corners=False)
-        return self.out(torch.cat([f1, f2], dim=1))
+        f2 = self.down(f1)
+        f3 = self.down2(f2)
+        size = f1.shape[-2:]
+        up = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in (f2, f3)]
+        glob = f3.mean(dim=(2, 3), keepdim=True).expand(-1, -1, *size)
+        return self.out(torch.cat([f1, *up, glob], dim=1))
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,9 @@ class Sources:
 
     Attributes:
         images: (V, 3, H, W) colours in [0, 1].
-        features: (V, C, h, w) encoder features.
+        features: (V, hv, h, w) encoder features through the feature part of the per-view MLP's first layer
+            (with its bias): a linear map commutes with bilinear sampling (its weights sum to 1), so applying it
+            once per pixel here, not once per sample and view, changes nothing but the cost.
         proj: (V, 3, 4) pixel projection of cube points: uvz = proj @ [x, 1], uv = uvz[:2] / uvz[2].
         centres: (V, 3) camera centres in the cube frame.
     """
@@ -146,8 +160,10 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     weight = mask[..., None]
     count = weight.sum(0)
-    mean = (values * weight).sum(0) / count.clamp_min(1.0)
-    var = (((values - mean[None]) ** 2) * weight).sum(0) / count.clamp_min(1.0)
+    inv = 1.0 / count.clamp_min(1.0)
+    masked = values * weight  # one pass over the (V, n, D) values; the variance is E[x^2] - E[x]^2 per point
+    mean = masked.sum(0) * inv
+    var = ((masked * values).sum(0) * inv - mean * mean).clamp_min(0.0)
     return torch.cat([mean, var, count / values.shape[0]], dim=-1)
 
 
@@ -168,29 +184,40 @@ class GeneralizableField(nn.Module):
         self.encoder = ImageEncoder(c)
         self.view_mlp = mlp([c + 3 + 1, hv, hv])
         self.trunk = mlp([2 * hv + 1 + 3 + 6 * cfg.n_freqs, hd, hd])
-        self.heads = nn.Linear(hd, 1 + cfg.n_classes + 3 + 1)
+        k = cfg.n_classes
+        in_dec = 2 * hv + 1 + 3 + 6 * cfg.n_freqs
+        self.semantic = mlp([in_dec, cfg.semantic_hidden, k]) if cfg.semantic_hidden and k else None
+        self.heads = nn.Linear(hd, 1 + (0 if self.semantic is not None else k) + 3 + 1)
         self.score = mlp([hv + 4, 16, 1])
 
     def encode(self, images: torch.Tensor, proj: torch.Tensor, centres: torch.Tensor) -> Sources:
         """Sources from images (V, 3, H, W), projections (V, 3, 4) and centres (V, 3) in the cube frame."""
         assert tuple(images.shape[-2:]) == tuple(self.cfg.image_size), (
             f"images are {tuple(images.shape[-2:])}, the model takes {tuple(self.cfg.image_size)}")
-        return Sources(images, self.encoder(images), proj, centres)
+        first = self.view_mlp[0]
+        w_feat = first.weight[:, : self.cfg.feat_channels]
+        feats = F.conv2d(self.encoder(images), w_feat[:, :, None, None], first.bias)
+        return Sources(images, feats, proj, centres)
 
     def point_features(self, sources: Sources, points: torch.Tensor) -> dict[str, torch.Tensor]:
         """Direction-independent part at points (n, 3): sigma (n,), logits (n, n_classes), and what the colour
         needs (per-view hidden (V, n, hv), colours (V, n, 3), mask (V, n), prior (n, 3), gate (n,))."""
         size = self.cfg.image_size
         uv, mask = project(points, sources.proj, size)
-        feats = bilinear(sources.features, uv, size)
         rgb = bilinear(sources.images, uv, size)
         dist = (points[None] - sources.centres[:, None]).norm(dim=-1, keepdim=True)
-        h_view = self.view_mlp(torch.cat([feats, rgb, dist], dim=-1))
-        trunk = self.trunk(torch.cat([aggregate(h_view, mask), positional_encoding(points, self.cfg.n_freqs)], -1))
-        out = self.heads(trunk)
-        k = self.cfg.n_classes
+        w_rgb, w_dist = self.view_mlp[0].weight[:, self.cfg.feat_channels :].split([3, 1], dim=1)
+        first = torch.baddbmm(bilinear(sources.features, uv, size), rgb, w_rgb.T.expand(rgb.shape[0], -1, -1))
+        h_view = self.view_mlp[1:](first + dist * w_dist[:, 0])
+        dec_in = torch.cat([aggregate(h_view, mask), positional_encoding(points, self.cfg.n_freqs)], -1)
+        out = self.heads(self.trunk(dec_in))
+        if self.semantic is not None:
+            logits, k = self.semantic(dec_in), 0
+        else:
+            k = self.cfg.n_classes
+            logits = out[:, 1 : 1 + k]
         return {
-            "sigma": self.cfg.sigma_scale * F.softplus(out[:, 0] - 2.0), "logits": out[:, 1 : 1 + k],
+            "sigma": self.cfg.sigma_scale * F.softplus(out[:, 0] - 2.0), "logits": logits,
             "prior": torch.sigmoid(out[:, 1 + k : 4 + k]), "gate": torch.sigmoid(out[:, 4 + k]),
             "h_view": h_view, "rgb_view": rgb, "mask": mask,
         }
@@ -232,7 +259,8 @@ def stratified_t(t_near: torch.Tensor, t_far: torch.Tensor, n_samples: int,
 def render_rays(model: GeneralizableField, sources: Sources, origins: torch.Tensor, dirs: torch.Tensor,
                 z_scale: torch.Tensor, background: torch.Tensor, n_samples: int,
                 generator: torch.Generator | None = None,
-                background_classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                background_classes: torch.Tensor | None = None,
+                detach_label_weights: bool = False) -> dict[str, torch.Tensor]:
     """Composite cube rays through the field.
 
     Args:
@@ -241,6 +269,8 @@ def render_rays(model: GeneralizableField, sources: Sources, origins: torch.Tens
         n_samples: samples per ray between its cube entry and exit. generator: jitters them (training).
         background_classes: (b,) class ids counted as background; when given, also composite the foreground
             probability and the background-only colour (density scaled by each sample's background probability).
+        detach_label_weights: composite the logits with weights that carry no gradient (training: a label loss
+            then cannot move density; geometry comes from colour and depth, as in the semantic field).
     Returns:
         rgb (n_rays, 3), depth (n_rays,) z-depth (opacity-weighted, world units), opacity (n_rays,),
         logits (n_rays, n_classes) composited, weights (n_rays, n_samples); with background_classes also
@@ -257,7 +287,8 @@ def render_rays(model: GeneralizableField, sources: Sources, origins: torch.Tens
     weights, _ = volrend.render_weights(sigma, deltas)
     opacity = volrend.accumulate_opacity(weights)
     rgb = volrend.composite(weights, out["rgb"].reshape(n_rays, n_samples, 3))
-    logits = volrend.composite(weights, out["logits"].reshape(n_rays, n_samples, -1))
+    label_w = weights.detach() if detach_label_weights else weights
+    logits = volrend.composite(label_w, out["logits"].reshape(n_rays, n_samples, -1))
     res = {"rgb": volrend.add_background(rgb, opacity, background), "depth": volrend.composite(weights, t) * z_scale,
            "opacity": opacity, "logits": logits, "weights": weights}
     if background_classes is not None:

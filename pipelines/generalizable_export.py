@@ -56,7 +56,8 @@ class ModelExportConfig:
     """Directions of the SH least-squares fit."""
     eval_views: int = 4
     """Non-source frames on which the metrics are measured."""
-    n_samples: int = 64
+    n_samples: int = 32
+    """Samples per ray of the metric renders (the training count)."""
     chunk: int = 16384
     """Points evaluated at once."""
     force: bool = False

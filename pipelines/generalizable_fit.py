@@ -68,13 +68,20 @@ class GeneralizableConfig:
     """Rays per step."""
     n_samples: int = 32
     """Samples per ray in training."""
-    eval_samples: int = 64
-    """Samples per ray when evaluating and rendering."""
+    eval_samples: int = 32
+    """Samples per ray when evaluating (the training count: 64 gave the same held-out PSNR, 19.52 against
+    19.55 dB on two object scenes, rooms 21.14 both, miou equal, at 2.4x the time)."""
     lr: float = 1e-3
     """Adam learning rate at the start (decays exponentially to lr_final over the budget)."""
     lr_final: float = 1e-4
-    semantic_weight: float = 0.05
-    """Weight of the cross-entropy of composited logits."""
+    semantic_weight: float = 0.2
+    """Weight of the cross-entropy of composited logits (0.05 left the logits at wall / floor everywhere after
+    150 s on 12 object + 8 room scenes; 0.2 with the class weights and the logit branch: 0.30 miou pooled)."""
+    class_balance: float = 0.5
+    """Cross-entropy class weights (median frequency / frequency) ** class_balance over the training label
+    maps (0: unweighted); small classes (a lamp, a chair) otherwise lose to walls and floors."""
+    detach_label_weights: bool = True
+    """The cross-entropy composites the logits with gradient-free weights, so it cannot move density."""
     depth_weight: float = 0.1
     """Weight of the L1 z-depth loss (divided by the scene's median depth) where training scenes have depth."""
     heldout_fraction: float = 0.2
@@ -159,8 +166,26 @@ def start_model(run: Path, cfg: GeneralizableConfig, field_cfg: FieldConfig, nam
     return ckpt, opt
 
 
+def class_weights(scenes: Sequence[SceneTensors], n_classes: int, power: float) -> torch.Tensor | None:
+    """(n_classes,) cross-entropy weights (median frequency / frequency) ** power from the scenes' label maps
+    (classes never seen get weight 1; None without labels or with power 0)."""
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for st in scenes:
+        if st.labels is not None:
+            lab = st.labels[st.labels >= 0].cpu()
+            counts += torch.bincount(lab, minlength=n_classes)[:n_classes].double()
+    seen = counts > 0
+    if power == 0 or not bool(seen.any()):
+        return None
+    freq = counts / counts.sum()
+    weights = torch.ones(n_classes, dtype=torch.float64)
+    weights[seen] = (freq[seen].median() / freq[seen]) ** power
+    return weights.float()
+
+
 def training_loss(model: GeneralizableField, st: SceneTensors, cfg: GeneralizableConfig,
-                  gen: torch.Generator, depth_norm: float) -> tuple[torch.Tensor, float]:
+                  gen: torch.Generator, depth_norm: float,
+                  label_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Loss of one random batch of one scene, and its colour PSNR."""
     n = st.n_frames
     start = int(torch.randint(n, (1,), generator=gen))
@@ -176,13 +201,15 @@ def training_loss(model: GeneralizableField, st: SceneTensors, cfg: Generalizabl
     fr, px = frame[order].to(st.images.device), pix[order].to(st.images.device)
     truth = st.images[fr, :, px // w, px % w]
     sources = encode_sources(model, st, src)
-    out = generalizable.render_rays(model, sources, o, d, zs, st.background, cfg.n_samples, gen_for(gen, o.device))
+    out = generalizable.render_rays(model, sources, o, d, zs, st.background, cfg.n_samples, gen_for(gen, o.device),
+                                    detach_label_weights=cfg.detach_label_weights)
     mse = F.mse_loss(out["rgb"], truth)
     loss = mse
     if st.labels is not None and cfg.semantic_weight > 0 and model.cfg.n_classes:
         lab = st.labels[fr, px // w, px % w]
         if bool((lab >= 0).any()):
-            loss = loss + cfg.semantic_weight * F.cross_entropy(out["logits"], lab, ignore_index=-1)
+            loss = loss + cfg.semantic_weight * F.cross_entropy(out["logits"], lab, weight=label_weights,
+                                                                ignore_index=-1)
     if st.depth is not None and cfg.depth_weight > 0:
         dep = st.depth[fr, px // w, px % w]
         known = dep > 0
@@ -211,6 +238,8 @@ def train(ckpt: Checkpoint, opt: torch.optim.Optimizer, scenes: Sequence[SceneTe
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ckpt.step)
     norms = [float(st.depth[st.depth > 0].median()) if st.depth is not None and bool((st.depth > 0).any()) else 1.0
              for st in scenes]
+    n_classes = ckpt.model.cfg.n_classes
+    weights = class_weights(scenes, n_classes, cfg.class_balance) if n_classes else None
     model, start, last_ckpt = ckpt.model, time.perf_counter() - ckpt.seconds, ckpt.seconds
     history = ckpt.history
     model.train()
@@ -219,7 +248,8 @@ def train(ckpt: Checkpoint, opt: torch.optim.Optimizer, scenes: Sequence[SceneTe
         for group in opt.param_groups:
             group["lr"] = cfg.lr * (cfg.lr_final / cfg.lr) ** frac
         i = int(torch.randint(len(scenes), (1,), generator=gen))
-        loss, psnr = training_loss(model, scenes[i], cfg, gen, norms[i])
+        loss, psnr = training_loss(model, scenes[i], cfg, gen, norms[i],
+                                   None if weights is None else weights.to(scenes[i].images.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

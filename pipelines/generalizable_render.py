@@ -59,10 +59,10 @@ class ModelRenderConfig:
     """Longer image side (default: the frames' own size)."""
     what: tuple[str, ...] = WHAT
     depth_format: str = "png"
-    n_samples: int = 64
-    """Samples per ray."""
-    chunk: int = 2048
-    """Rays rendered at once."""
+    n_samples: int = 32
+    """Samples per ray (the training count; 64 renders no better, `GeneralizableConfig.eval_samples`)."""
+    chunk: int | None = None
+    """Rays rendered at once (default: `generalizable_eval.RAY_CHUNK` on the CPU, more on a GPU)."""
     background_labels: tuple[str, ...] = ("background", "wall", "floor", "ceiling")
     seed: int = 0
     device: str = "auto"

@@ -133,3 +133,51 @@ def test_renders_and_trains_on_cuda(scene_tensors) -> None:
     out = gen.render_rays(model, encode_sources(model, st, [0, 3, 5]), o, d, zs, st.background, 16, g)
     out["rgb"].sum().backward()
     assert out["rgb"].is_cuda and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_detached_label_weights_keep_the_label_loss_off_density(scene_tensors) -> None:
+    st, model = scene_tensors, small_model().train()
+    o, d, zs = (t.float()[:64] for t in frame_rays(st, 1))
+    sources = encode_sources(model, st, [0, 3, 5])
+    grads = []
+    for detach in (False, True):
+        model.zero_grad()
+        out = gen.render_rays(model, sources, o, d, zs, st.background, 12, detach_label_weights=detach)
+        torch.nn.functional.cross_entropy(out["logits"], torch.ones(64, dtype=torch.long)).backward(retain_graph=True)
+        sigma_grad = model.heads.weight.grad  # None: no path from the loss to the density head at all
+        grads.append((0.0 if sigma_grad is None else sigma_grad[0].abs().sum().item(),
+                      model.semantic[-1].weight.grad.abs().sum().item()))
+    (sig_free, log_free), (sig_det, log_det) = grads
+    assert sig_free > 0 and log_free > 0  # composited through the weights, the label loss moves density
+    assert sig_det == 0.0 and log_det > 0  # detached: only the logit branch learns from it
+
+
+def test_encoder_context_reaches_every_pixel() -> None:
+    """The global average of the coarsest scale: a change in one corner changes the features everywhere."""
+    torch.manual_seed(0)
+    enc = gen.ImageEncoder(8).eval()
+    a = torch.rand(1, 3, 32, 32)
+    b = a.clone()
+    b[:, :, :4, :4] = 1.0 - b[:, :, :4, :4]
+    with torch.no_grad():
+        fa, fb = enc(a), enc(b)
+    assert fa.shape == (1, 8, 16, 16)
+    assert float((fa[..., -1, -1] - fb[..., -1, -1]).abs().max()) > 0.0  # the far corner too
+
+
+def test_first_view_layer_on_the_feature_map_equals_it_per_sample(scene_tensors) -> None:
+    """Sources hold the encoder features through the per-view MLP's first layer: sampling them equals running
+    the whole per-view MLP on [sampled encoder features, colour, distance] (the plain route)."""
+    st, model = scene_tensors, small_model()
+    views = [0, 3, 5]
+    pts = torch.rand(300, 3) * 1.6 - 0.8
+    with torch.no_grad():
+        pf = model.point_features(encode_sources(model, st, views), pts)
+        images, proj, centres = st.images[views], st.proj[views], st.centres[views]
+        uv, _ = gen.project(pts, proj, (SIZE, SIZE))
+        feats = gen.bilinear(model.encoder(images), uv, (SIZE, SIZE))
+        rgb = gen.bilinear(images, uv, (SIZE, SIZE))
+        dist = (pts[None] - centres[:, None]).norm(dim=-1, keepdim=True)
+        plain = model.view_mlp(torch.cat([feats, rgb, dist], dim=-1))
+    assert torch.allclose(pf["h_view"], plain, atol=1e-5)
+    assert torch.allclose(pf["rgb_view"], rgb)

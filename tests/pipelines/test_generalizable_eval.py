@@ -43,3 +43,51 @@ def test_label_map_by_name() -> None:
     assert label_map(("wall", "floor", "ceiling"), model).tolist() == [2, 3, -1]
     assert label_map(None, model) is None
     assert ROOM_LABEL_NAMES[0] == "wall"
+
+
+def test_rendered_rays_do_not_depend_on_the_chunk() -> None:
+    from perfdata.models.generalizable import FieldConfig, GeneralizableField
+    from perfdata.pipelines.generalizable_data import frame_rays
+    from perfdata.pipelines.generalizable_eval import encode_sources, render_rays_chunked
+
+    st = load_scene_tensors(make_object_scene(seed=4, n_views=6, size=16, shape="box"), OBJECT_LABEL_NAMES)
+    torch.manual_seed(0)
+    model = GeneralizableField(FieldConfig(image_size=(16, 16), n_classes=len(OBJECT_LABEL_NAMES), feat_channels=8,
+                                           view_hidden=16, hidden=32)).eval()
+    sources = encode_sources(model, st, [0, 2, 4])
+    o, d, zs = frame_rays(st, 1)
+    bg = torch.tensor([0])
+    whole = render_rays_chunked(model, sources, o, d, zs, st.background, 16, chunk=len(o), background_classes=bg)
+    parts = render_rays_chunked(model, sources, o, d, zs, st.background, 16, chunk=37, background_classes=bg)
+    assert set(whole) == set(parts) == {"rgb", "depth", "opacity", "logits", "foreground", "rgb_bg"}
+    for key in whole:
+        assert torch.allclose(whole[key], parts[key], atol=1e-5), key
+
+
+def test_miou_counts_the_classes_present_in_the_truth() -> None:
+    from perfdata.pipelines.generalizable_eval import EvalTotals
+
+    totals = EvalTotals.empty(4)
+    totals.psnr, totals.ssim, totals.mean = [20.0], [0.5], [10.0]
+    # truth has classes 0 and 1 only; half of class 1 is predicted as class 3 (absent from the truth)
+    totals.confusion[0, 0] = 10
+    totals.confusion[1, 1] = 5
+    totals.confusion[1, 3] = 5
+    s = totals.summary()
+    assert s["miou"] == pytest.approx((1.0 + 0.5) / 2)  # class 3 adds no IoU of 0 of its own
+    assert s["accuracy"] == pytest.approx(15 / 20)
+    assert s["class_accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_class_weights_lift_rare_classes() -> None:
+    from types import SimpleNamespace
+
+    from perfdata.pipelines.generalizable_fit import class_weights
+
+    labels = torch.tensor([[0] * 80 + [1] * 16 + [2] * 4 + [-1] * 8])  # class 3 never appears
+    scenes = [SimpleNamespace(labels=labels), SimpleNamespace(labels=None)]
+    w = class_weights(scenes, 4, 0.5)
+    freq = torch.tensor([0.8, 0.16, 0.04])
+    assert torch.allclose(w[:3], (0.16 / freq) ** 0.5)  # median frequency / frequency, to the power
+    assert float(w[3]) == 1.0 and float(w[2]) > float(w[1]) > float(w[0])
+    assert class_weights(scenes, 4, 0.0) is None and class_weights(scenes[1:], 4, 0.5) is None

@@ -20,6 +20,7 @@ continues a killed run and ends where an uninterrupted one would. Runs data-para
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,8 @@ from torch import nn
 
 from perfdata.devices import resolve_device
 from perfdata.errors import ConfigError, FitError, InputError
+
+log = logging.getLogger(__name__)
 
 TASKS = ("cls2d", "cls3d", "seg3d")
 BACKBONES = ("dense", "sparse")
@@ -134,6 +137,8 @@ class EpochStats:
     n_samples: int = 0
     """Training samples seen (all processes)."""
     n_skipped: int = 0
+    n_empty_batches: int = 0
+    """Training batches skipped because every target in them was ignore (seg3d cells labelled -1)."""
 
 
 @dataclass(frozen=True)
@@ -198,17 +203,36 @@ def nonempty(batches: Iterable[dict[str, Any]], skipped: list[int]) -> Iterable[
             yield batch
 
 
+def n_targets(batch: dict[str, Any], ignore: int, dist: D.DistInfo, device: torch.device) -> int:
+    """Targets of a batch that are not `ignore`, summed over ranks (so every rank takes the same decision)."""
+    n = torch.tensor([int((batch["y"] != ignore).sum())], dtype=torch.float64)
+    return int(D.all_sum(n, dist, device)[0]) if dist.enabled else int(n[0])
+
+
+def batch_loss(logits: torch.Tensor, y: torch.Tensor, ignore: int, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over the non-ignored targets; a finite zero (still part of the graph, so data-parallel
+    gradient averaging runs) when this rank's part has none, where cross_entropy's mean would be 0 / 0 = nan."""
+    if not bool((y != ignore).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, y, weight=weight, ignore_index=ignore)
+
+
 def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.optim.Optimizer, data: TaskData,
-              device: torch.device, dist: D.DistInfo, hooks: TrainHooks, epoch: int) -> tuple[float, torch.Tensor, int, int]:
-    """One training pass: (mean loss over steps, (C, C) confusion, samples seen, samples skipped), over ranks."""
+              device: torch.device, dist: D.DistInfo, hooks: TrainHooks, epoch: int,
+              weight: torch.Tensor | None = None) -> tuple[float, torch.Tensor, int, int, int]:
+    """One training pass: (mean loss over steps, (C, C) confusion, samples seen, samples skipped, batches
+    skipped), over ranks. A batch whose targets are all ignore (on every rank) is skipped: no forward, no step."""
     model.train()
     n_classes = len(data.classes)
     ignore = -100 if data.ignore_index is None else data.ignore_index
     conf = torch.zeros(n_classes, n_classes, dtype=torch.int64)
-    loss_sum, steps, seen, skipped = 0.0, 0, 0, [0]
+    loss_sum, steps, seen, skipped, empty = 0.0, 0, 0, [0], 0
     for batch in D.even_batches(nonempty(batches, skipped), dist, device):
+        if n_targets(batch, ignore, dist, device) == 0:
+            empty += 1
+            continue
         logits, y = forward(model, batch, device)
-        loss = F.cross_entropy(logits, y, ignore_index=ignore)
+        loss = batch_loss(logits, y, ignore, weight)
         if not torch.isfinite(loss):
             raise FitError(f"training loss became {float(loss)} at epoch {epoch} step {steps}")
         opt.zero_grad(set_to_none=True)
@@ -220,8 +244,11 @@ def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.op
             hooks.on_step(epoch, steps - 1, batch, model)
     totals = D.all_sum(torch.tensor([loss_sum, steps, seen, skipped[0]], dtype=torch.float64), dist, device)
     if totals[1] == 0:
-        raise InputError(None, "the training split gave no batches")
-    return float(totals[0] / totals[1]), D.all_sum(conf, dist, device), int(totals[2]), int(totals[3])
+        raise InputError(None, "the training split gave no batches" + (
+            f" with a labelled target ({empty} all-ignore batches skipped)" if empty else ""))
+    if empty:
+        log.warning("epoch %d: skipped %d training batch(es) whose targets are all ignore", epoch, empty)
+    return float(totals[0] / totals[1]), D.all_sum(conf, dist, device), int(totals[2]), int(totals[3]), empty
 
 
 @torch.no_grad()
@@ -310,14 +337,16 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.
     collect = 32 if cfg.task == "cls2d" and dist.is_main else 0
     for epoch in range(done, cfg.epochs):
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        loss, train_conf, seen, skipped = run_epoch(net, data.train_batches(epoch), opt, data, device, dist, hooks, epoch)
+        loss, train_conf, seen, skipped, empty = run_epoch(net, data.train_batches(epoch), opt, data, device, dist,
+                                                           hooks, epoch)
         check_sample_count(data, seen, skipped)
         sched.step()
         val = math.nan
         if data.val_batches is not None:
             conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect if epoch == cfg.epochs - 1 else 0)
             val = score(conf, cfg.task)
-        stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0, lr, seen, skipped))
+        stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0, lr, seen, skipped,
+                                empty))
         if dist.is_main:
             C.save_checkpoint(Path(cfg.out) / C.CHECKPOINT_NAME, {
                 "config": json.dumps(checkpoint_config(cfg)), "epoch": epoch + 1, "model": model.state_dict(),

@@ -142,13 +142,21 @@ def prepare_store(cfg: TrainConfig, dist: DistInfo) -> TaskData:
     if first is None:
         raise InputError(cfg.data, "no training scenes (every chosen scene went to val)")
     in_channels = int((first["feats"] if sparse else first["x"]).shape[-1 if sparse else 0])
+    train_set: Any = sets["train"]
+    if cfg.augment_3d:
+        from perfdata.downstream.augment3d import AugmentedGrids
+
+        n_sh = in_channels - 1 - ("density" in G.feature_arrays(cfg.features)) if "sh" in cfg.features else 0
+        train_set = AugmentedGrids(train_set, cfg.seed, cfg.reso, n_sh)
     sampler = torch.utils.data.distributed.DistributedSampler(
-        sets["train"], num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
+        train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
         drop_last=dist.enabled)
 
     def train_batches(epoch: int) -> Iterable[dict[str, Any]]:
         sampler.set_epoch(epoch)
-        return _loader(sets["train"], cfg, collate, sampler)
+        if cfg.augment_3d:
+            train_set.set_epoch(epoch)
+        return _loader(train_set, cfg, collate, sampler)
 
     val_ids = list(range(dist.rank, len(sets["val"]), dist.world_size))
     val_set = torch.utils.data.Subset(sets["val"], val_ids)

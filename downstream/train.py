@@ -91,6 +91,9 @@ class TrainConfig:
     """cls3d / seg3d: "dense" (3D CNN / U-Net) or "sparse" (spconv)."""
     foreground_only: bool = False
     """cls3d: only the object's voxels (labels not a background class), framed into their bounding cube."""
+    augment_3d: bool = True
+    """cls3d / seg3d: each training grid under a seeded symmetry that keeps z up (a mirror and quarter turns
+    about z, SH rotated along; augment3d.py)."""
     workers: int = 0
     """DataLoader worker processes per training process."""
     scenes: tuple[str, ...] = ()

@@ -132,7 +132,7 @@ def write_outputs(result: TrainResult, cfg: TrainConfig, model: nn.Module, in_ch
         conf = torch.tensor(result.val_confusion)
         final["val_per_class_iou"] = [_finite(v) for v in per_class_iou(conf).tolist()]
         final["val_accuracy"] = confusion_accuracy(conf)
-    final.update({k: v for k, v in result.extra.items() if k.startswith("source_")})
+    final.update({k: v for k, v in result.extra.items() if k.startswith("source_") or k == "class_weights"})
     write_json(result.out_dir / "metrics.json", {
         "format_version": 1, "task": cfg.task, "config": cfg.to_dict(), "seed": cfg.seed,
         "classes": list(result.classes), "metric": result.metric,

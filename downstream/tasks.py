@@ -40,6 +40,8 @@ class TaskData:
     splits: dict[str, Any] = field(default_factory=dict)
     train_root: str = ""
     """Where the training samples come from (named by a sample-count error)."""
+    class_counts: torch.Tensor | None = None
+    """(C,) int64 training targets per class (store tasks: cells for seg3d, scenes for cls3d); None for shards."""
 
 
 def _shard_workers(data: L.ShardData, split: str, workers: int, dist: DistInfo) -> int:
@@ -158,13 +160,39 @@ def prepare_store(cfg: TrainConfig, dist: DistInfo) -> TaskData:
             train_set.set_epoch(epoch)
         return _loader(train_set, cfg, collate, sampler)
 
+    counts = target_counts(sets["train"], len(classes))
     val_ids = list(range(dist.rank, len(sets["val"]), dist.world_size))
     val_set = torch.utils.data.Subset(sets["val"], val_ids)
     return TaskData(
         classes=tuple(classes), in_channels=in_channels, ignore_index=ignore, train_batches=train_batches,
         val_batches=(lambda: _loader(val_set, cfg, collate, None)) if split["val"] else None,
-        n_train=len(split["train"]), n_val=len(split["val"]), splits={"scenes": split},
+        n_train=len(split["train"]), n_val=len(split["val"]), splits={"scenes": split}, class_counts=counts,
     )
+
+
+def target_counts(ds: torch.utils.data.Dataset, n_classes: int) -> torch.Tensor:
+    """(C,) int64 targets per class over a grid dataset (cells for segmentation, items for classification);
+    targets outside [0, C) (ignore) are left out. Every process counts the whole split, so all agree."""
+    counts = torch.zeros(n_classes, dtype=torch.int64)
+    for i in range(len(ds)):
+        y = ds[i]["y"].reshape(-1)
+        counts += torch.bincount(y[(y >= 0) & (y < n_classes)], minlength=n_classes)
+    return counts
+
+
+def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor | None:
+    """(C,) float32 loss weights (n_median / n_c) ** power for classes with targets (1 for absent ones),
+    scaled so the mean weight over the training targets is 1; None when power is 0."""
+    if power == 0 or counts is None:
+        return None
+    n = counts.double()
+    present = n > 0
+    if not bool(present.any()):
+        return None
+    w = torch.ones_like(n)
+    w[present] = (n[present].median() / n[present]) ** power
+    w = w / ((w * n).sum() / n.sum())
+    return w.float()
 
 
 def check_sample_count(data: TaskData, seen: int, n_skipped: int) -> None:

@@ -116,6 +116,18 @@ def test_seg3d_rooms(room_store: Path, tmp_path: Path, backbone: str) -> None:
     metrics = check_outputs(tmp_path / "out", "seg3d", 10)
     assert res.final.train_metric > 0.5 and metrics["final"]["val_accuracy"] > 0.7
     assert len(metrics["final"]["val_per_class_iou"]) == 3 and metrics["final"]["val_per_class_iou"][0] > 0.8
+    weights = metrics["final"]["class_weights"]  # the floor slab outnumbers the objects: weighted down
+    assert len(weights) == 3 and weights[0] < 1.0 < max(weights[1:])
+
+
+def test_class_weights_by_hand() -> None:
+    from perfdata.downstream.tasks import class_weights
+
+    # present counts 100, 25, 400: median 100 -> (100 / n) ** 0.5 = (1, 2, 0.5); the absent class gets 1;
+    # the mean weight over the 525 targets is (100 + 50 + 200) / 525 = 2 / 3, so all scale by 1.5
+    w = class_weights(torch.tensor([100, 25, 0, 400]), 0.5)
+    assert w.tolist() == pytest.approx([1.5, 3.0, 1.5, 0.75])
+    assert class_weights(torch.tensor([3, 1]), 0.0) is None
 
 
 def test_bad_inputs(tmp_path: Path, room_store: Path, object_store: Path) -> None:

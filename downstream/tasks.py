@@ -75,8 +75,8 @@ def prepare_shards(cfg: TrainConfig, dist: DistInfo) -> TaskData:
     val_data = open_val_shards(cfg, data)
     scenes = tuple(cfg.scenes)
     train_cfg = L.ShardLoaderConfig("train", cfg.batch_size, cfg.size, cfg.shuffle_buffer, cfg.seed,
-                                    bg_aug=cfg.bg_aug, scenes=scenes, skip_bad=cfg.skip_bad)
-    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0, bg_aug=0.0)
+                                    bg_aug=cfg.bg_aug, scenes=scenes, skip_bad=cfg.skip_bad, hflip=cfg.hflip)
+    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0, bg_aug=0.0, hflip=False)
     bank = None
     if cfg.bg_aug > 0:
         bank = bgaug.load_backgrounds(data, "train", cfg.size, train_cfg.bg_per_scene,

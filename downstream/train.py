@@ -91,6 +91,8 @@ class TrainConfig:
     """cls3d / seg3d: read every scene once up front (else from the store at every step)."""
     bg_aug: float = 0.0
     """cls2d: probability of background augmentation (bgaug.py)."""
+    hflip: bool = True
+    """cls2d: mirror training views left-right with probability 1/2 (a mirrored object keeps its class)."""
     features: str = "sh+density"
     """cls3d / seg3d: per-cell inputs, one of grids.FEATURE_SETS."""
     backbone: str = "dense"

@@ -2,7 +2,7 @@
 
 The dataset is built by the pipeline itself (benchmarks/train_data.py: synth -> fit -> export -> label -> render
 -> pack; short fits) and cached under --cache. Whole scenes are held out. Tasks:
-- cls2d on the rendered views (5 classes x 8 object scenes, ground colour tied to the class in the train scenes
+- cls2d on the rendered views (5 classes x 24 object scenes, ground colour tied to the class in the train scenes
   and random in the held-out ones): top-1 on held-out renders with background augmentation (p = 0.5), the same
   model scored on the held-out scenes' source images, and the reference run without augmentation;
 - cls3d on the store's object scenes' foreground voxels (--foreground-only: the object framed into its own cube,
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v2"))
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v4"))
     ap.add_argument("--quick", action="store_true", help="few epochs (a smoke run; figures not meaningful)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Background augmentation (PeRFception's, for 2D classification on renders).
 
 With probability p a training view's object (its rgb where mask.png says foreground) is cut out at its mask's
-bounding box, rescaled by a factor drawn uniformly from [0.5, 1.5] (capped so it fits the frame), and pasted at a
+bounding box (less its one-pixel rim, `paste_alpha`), rescaled by a factor drawn uniformly from [0.5, 1.5] (capped so it fits the frame), and pasted at a
 uniformly drawn position that keeps it inside the frame onto a background-only render (`bg.png`) of another
 scene of the same split, drawn uniformly among the split's other scenes; the label stays. Only the `bg.png` and
 `mask.png` members of other scenes are ever read (the `BackgroundBank`), never their rgb, so no other scene's
@@ -143,6 +143,15 @@ def paste_object(rgb: torch.Tensor, mask: torch.Tensor, bg: torch.Tensor, scale:
     return out, pasted, new_seg
 
 
+def paste_alpha(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) mask in [0, 1] -> the part of the object that is pasted: the mask eroded by one pixel (3 x 3 min),
+    or the mask itself when erosion would leave nothing. A rendered view's boundary pixels blend the object with
+    its own background; pasted, they would carry that background's colour (in the train split, the class's
+    ground tint) onto the other scene's background, a shortcut around the augmentation."""
+    eroded = -F.max_pool2d(-mask[None, None], 3, stride=1, padding=1)[0, 0]
+    return eroded if bool((eroded > 0.5).any()) else mask
+
+
 def augment_stage(src: Iterable[dict[str, Any]], bank: BackgroundBank, p: float, seed: int,
                   epoch: int) -> Iterator[dict[str, Any]]:
     """Decoded training views (with "mask" and "scene") -> views where, with probability p, the object sits on
@@ -160,7 +169,7 @@ def augment_stage(src: Iterable[dict[str, Any]], bank: BackgroundBank, p: float,
         u, pick, view, scale, fy, fx = rng.random(), rng.random(), rng.random(), *rng.uniform(0, 1, 3)
         others = [s for s in ids if s != item["scene"]]
         item = dict(item)
-        mask = item.pop("mask")
+        mask = paste_alpha(item.pop("mask"))
         item["bg_from"] = ""
         if u < p and others and mask_box(mask) is not None:
             other = others[int(pick * len(others))]

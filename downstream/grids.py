@@ -133,10 +133,14 @@ def cell_labels(labels: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], n_cell
 def foreground_rows(rows: dict[str, np.ndarray], label_names: Sequence[str] | None,
                     where: str) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
     """The rows of foreground voxels (label >= 0 and not a BACKGROUND_LABELS name; without names, label 0 is
-    background) re-framed into their own bounding cube, centred: (rows, new source resolution)."""
+    background; with a "density" row, only density > 0: a stored voxel of no density is empty space that the
+    label stage's fill gave the object's label) re-framed into their own bounding cube, centred: (rows, new
+    source resolution)."""
     labels = rows["labels"]
     bg = [i for i, n in enumerate(label_names or ()) if n in BACKGROUND_LABELS] if label_names else [0]
     keep = (labels >= 0) & ~np.isin(labels, bg)
+    if "density" in rows:
+        keep &= rows["density"] > 0
     if not keep.any():
         raise InputError(where, "scene has no foreground voxel (--foreground-only needs labelled objects)")
     out = {k: v[keep] for k, v in rows.items()}
@@ -183,7 +187,10 @@ class StoreGridDataset(torch.utils.data.Dataset):
         sid = self.ids[i]
         attrs = self.store.scene_attrs(sid)
         labelled = self.task == "seg" or self.foreground_only
-        rows = read_rows(self.store, sid, feature_arrays(self.features) + (("labels",) if labelled else ()))
+        names = feature_arrays(self.features) + (("labels",) if labelled else ())
+        if self.foreground_only and "density" not in names:
+            names += ("density",)  # which foreground voxels hold anything (foreground_rows)
+        rows = read_rows(self.store, sid, names)
         src_reso = attrs.reso
         if self.foreground_only:
             rows, src_reso = foreground_rows(rows, attrs.extra.get("label_names"), scene_where(self.store, sid))

@@ -101,6 +101,16 @@ def test_augmentation_is_seeded_and_probability_respected(coded_shards: Path) ->
     assert 0 < n_aug < len(a)
 
 
+def test_paste_alpha_drops_the_rim() -> None:
+    mask = torch.zeros(8, 8)
+    mask[2:7, 1:6] = 1.0  # 5 x 5
+    alpha = bgaug.paste_alpha(mask)
+    assert bgaug.mask_box(alpha) == (3, 6, 2, 5) and int(alpha.sum()) == 9
+    thin = torch.zeros(8, 8)
+    thin[3, 2:6] = 1.0  # a line erodes to nothing: kept as it is
+    assert torch.equal(bgaug.paste_alpha(thin), thin)
+
+
 def test_fill_hole_from_the_surroundings() -> None:
     img = torch.zeros(3, 9, 9)
     img[:, :, :4] = 1.0  # left part white, right part black

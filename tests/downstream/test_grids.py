@@ -89,6 +89,16 @@ def test_foreground_only_keeps_the_object_in_its_own_cube(tmp_path: Path) -> Non
     assert torch.allclose(sample["feats"][:, 0], torch.ones(3))
 
 
+def test_foreground_only_drops_empty_voxels(tmp_path: Path) -> None:
+    coords = np.array([[0, 0, 0], [1, 0, 0], [3, 3, 3]], np.int32)  # the far voxel is labelled 1 but empty
+    grid = SparseGrid(coords, np.array([2.0, 3.0, -1.0], np.float32), np.zeros((3, 27), np.float32), (4, 4, 4),
+                      np.eye(4), labels=np.array([1, 1, 1], np.int16))
+    store = open_store(str(write_store(tmp_path / "e.zarr", [("a", grid, "box", {"label_names": ["bg", "o"]})])))
+    sample = G.StoreGridDataset(store, ["a"], 2, "cls", ("box",), features="coords", sparse=True,
+                                foreground_only=True)[0]
+    assert sample["coords"].tolist() == [[0, 0, 0], [1, 0, 0]]  # framed into the 2-voxel box of the two
+
+
 def test_cells_finer_than_voxels_stay_solid(tmp_path: Path) -> None:
     # a solid 4^3 block (labels 1, one voxel 2) in an 8^3 grid, framed into its own cube and read at 16^3 cells:
     # each voxel fills the 4^3 cells whose centres it holds, so all 16^3 cells are occupied (not a lattice of 4^3)

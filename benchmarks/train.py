@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "cls3d.full_grid_top1": full.final.val_metric,
                    "cls3d.n_train_scenes": res.n_train, "cls3d.n_val_scenes": res.n_val})
 
-    kwseg = dict(epochs=2 if q else 20, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
+    kwseg = dict(epochs=2 if q else 60, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
     backbones: dict[str, float] = {}
     for backbone in ("dense", "sparse"):
         res, sec = run("seg3d", store, out / f"seg3d_{backbone}", backbone=backbone, **kwseg)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     built = train_data.build(args.cache)
     build_seconds = time.perf_counter() - t
     q = args.quick
-    out = args.cache / "runs"
+    out = args.cache / ("runs-quick" if q else "runs")  # a quick run never meets a full run's checkpoints
     shards, store = str(built["shards"]), str(built["store"])
     result: dict[str, Any] = {"seconds": {}}
 

@@ -2,7 +2,7 @@
 
 The dataset is built by the pipeline itself (benchmarks/train_data.py: synth -> fit -> export -> label -> render
 -> pack; short fits) and cached under --cache. Whole scenes are held out. Tasks:
-- cls2d on the rendered views (5 classes x 8 object scenes, ground colour tied to the class in the train scenes
+- cls2d on the rendered views (5 classes x 24 object scenes, ground colour tied to the class in the train scenes
   and random in the held-out ones): top-1 on held-out renders with background augmentation (p = 0.5), the same
   model scored on the held-out scenes' source images, and the reference run without augmentation;
 - cls3d on the store's object scenes' foreground voxels (--foreground-only: the object framed into its own cube,
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v1"))
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v4"))
     ap.add_argument("--quick", action="store_true", help="few epochs (a smoke run; figures not meaningful)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     built = train_data.build(args.cache)
     build_seconds = time.perf_counter() - t
     q = args.quick
-    out = args.cache / "runs"
+    out = args.cache / ("runs-quick" if q else "runs")  # a quick run never meets a full run's checkpoints
     shards, store = str(built["shards"]), str(built["store"])
     result: dict[str, Any] = {"seconds": {}}
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "cls3d.full_grid_top1": full.final.val_metric,
                    "cls3d.n_train_scenes": res.n_train, "cls3d.n_val_scenes": res.n_val})
 
-    kwseg = dict(epochs=2 if q else 20, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
+    kwseg = dict(epochs=2 if q else 60, batch_size=2, reso=32, widths=(16, 32, 64), lr=5e-3, seed=0, scenes=("room_*",))
     backbones: dict[str, float] = {}
     for backbone in ("dense", "sparse"):
         res, sec = run("seg3d", store, out / f"seg3d_{backbone}", backbone=backbone, **kwseg)

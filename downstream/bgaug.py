@@ -1,11 +1,14 @@
 """Background augmentation (PeRFception's, for 2D classification on renders).
 
 With probability p a training view's object (its rgb where mask.png says foreground) is cut out at its mask's
-bounding box, rescaled by a factor drawn uniformly from [0.5, 1.5] (capped so it fits the frame), and pasted at a
+bounding box (less its one-pixel rim, `paste_alpha`), rescaled by a factor drawn uniformly from [0.5, 1.5] (capped so it fits the frame), and pasted at a
 uniformly drawn position that keeps it inside the frame onto a background-only render (`bg.png`) of another
-scene of the same split, drawn uniformly among the split's other scenes; the label stays. Only `bg.png` members
-of other scenes are ever read (the `BackgroundBank`), never their rgb, so no other scene's foreground can leak
-in. Every draw comes from `numpy.random.default_rng([seed, epoch, rank, worker])`, so a run is reproducible.
+scene of the same split, drawn uniformly among the split's other scenes; the label stays. Only the `bg.png` and
+`mask.png` members of other scenes are ever read (the `BackgroundBank`), never their rgb, so no other scene's
+foreground can leak in; and the part of a background render where its own object stood (its mask, grown by a
+pixel) is filled from the surrounding background (`fill_hole`): the field behind an object was never observed,
+so a background render keeps a grey ghost of the object there -- another scene's silhouette, with that scene's
+class, which the classifier would otherwise learn as noise on every augmented view. Every draw comes from `numpy.random.default_rng([seed, epoch, rank, worker])`, so a run is reproducible.
 A view with an empty mask is left as it is.
 """
 
@@ -36,10 +39,42 @@ class BackgroundBank:
         return tuple(sorted(self.images))
 
 
+def fill_hole(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Onion-peel fill: image (3, H, W), hole (H, W) bool -> a new image whose hole pixels are, ring by ring
+    from the hole's edge, the mean of their already known 3 x 3 neighbours. No hole (or no known pixel):
+    a copy."""
+    known = (~hole).float()[None, None]
+    if bool(known.all()) or not bool(known.any()):
+        return image.clone()
+    out = image.clone()[None] * known
+    kernel = torch.ones(1, 1, 3, 3)
+    while not bool(known.all()):
+        count = F.conv2d(known, kernel, padding=1)
+        total = F.conv2d(out.view(3, 1, *out.shape[2:]), kernel, padding=1).view(1, 3, *out.shape[2:])
+        ring = (count > 0) & (known == 0)
+        out = torch.where(ring, total / count.clamp(min=1), out)
+        known = torch.where(ring, torch.ones_like(known), known)
+    return out[0]
+
+
+def background_image(sample: dict[str, Any], where: str, size: int | None) -> torch.Tensor:
+    """A sample's bg.png (3, S, S) with its own object's region (mask.png > 0.5, grown by one pixel) filled
+    from the surrounding background (fill_hole); a sample lacking either member is an InputError."""
+    for member in ("bg.png", "mask.png"):
+        if member not in sample:
+            raise InputError(where, f"sample lacks member {member!r} (background augmentation needs bg and mask renders)")
+    bg = image_tensor(decode_png(sample["bg.png"], f"{where}.bg.png"), size)
+    mask = decode_png(sample["mask.png"], f"{where}.mask.png")
+    mask = image_tensor(mask if mask.ndim == 2 else mask[..., 0], size)[0]
+    hole = F.max_pool2d((mask > 0.5).float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+    return fill_hole(bg, hole)
+
+
 def load_backgrounds(data: ShardData, split: str, size: int | None, per_scene: int,
                      scenes: Iterable[str] = ()) -> BackgroundBank:
-    """The first `per_scene` `bg.png` members of each scene of `split` (only those in `scenes` when given),
-    read from every shard of the split. Fewer than two scenes, or a scene without bg.png, is an error."""
+    """The first `per_scene` background images (background_image: bg.png with the scene's own object region
+    filled) of each scene of `split` (only those in `scenes` when given), read from every shard of the split.
+    Fewer than two scenes, or a scene without bg.png / mask.png, is an error."""
     import webdataset as wds
 
     keep = frozenset(scenes)
@@ -50,9 +85,7 @@ def load_backgrounds(data: ShardData, split: str, size: int | None, per_scene: i
         scene = str(sample_meta(sample, where).get("scene_id", ""))
         if (keep and scene not in keep) or len(found.setdefault(scene, [])) >= per_scene:
             continue
-        if "bg.png" not in sample:
-            raise InputError(where, "sample lacks member 'bg.png' (background augmentation needs bg renders)")
-        found[scene].append(image_tensor(decode_png(sample["bg.png"], f"{where}.bg.png"), size))
+        found[scene].append(background_image(sample, where, size))
     if len(found) < 2:
         raise ConfigError(f"background augmentation needs at least two scenes in split {split!r} of {data.root}, "
                           f"found {len(found)}")
@@ -110,6 +143,15 @@ def paste_object(rgb: torch.Tensor, mask: torch.Tensor, bg: torch.Tensor, scale:
     return out, pasted, new_seg
 
 
+def paste_alpha(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) mask in [0, 1] -> the part of the object that is pasted: the mask eroded by one pixel (3 x 3 min),
+    or the mask itself when erosion would leave nothing. A rendered view's boundary pixels blend the object with
+    its own background; pasted, they would carry that background's colour (in the train split, the class's
+    ground tint) onto the other scene's background, a shortcut around the augmentation."""
+    eroded = -F.max_pool2d(-mask[None, None], 3, stride=1, padding=1)[0, 0]
+    return eroded if bool((eroded > 0.5).any()) else mask
+
+
 def augment_stage(src: Iterable[dict[str, Any]], bank: BackgroundBank, p: float, seed: int,
                   epoch: int) -> Iterator[dict[str, Any]]:
     """Decoded training views (with "mask" and "scene") -> views where, with probability p, the object sits on
@@ -127,7 +169,7 @@ def augment_stage(src: Iterable[dict[str, Any]], bank: BackgroundBank, p: float,
         u, pick, view, scale, fy, fx = rng.random(), rng.random(), rng.random(), *rng.uniform(0, 1, 3)
         others = [s for s in ids if s != item["scene"]]
         item = dict(item)
-        mask = item.pop("mask")
+        mask = paste_alpha(item.pop("mask"))
         item["bg_from"] = ""
         if u < p and others and mask_box(mask) is not None:
             other = others[int(pick * len(others))]

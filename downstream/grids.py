@@ -9,7 +9,8 @@
     collate_sparse(items)  # {"coords": (M, 4) int32 (batch, x, y, z), "feats": (M, C), "y": (B,) or (M,),
                            #  "batch_size": B, "reso": D}
 
-Each stored voxel falls into the cell holding its centre. Features per cell (FEATURE_SETS, PeRFception's
+A stored voxel falls into the cell holding its centre, or, where cells are finer than voxels (a small object
+framed into its own cube), fills every cell whose centre it contains (`cell_cover`). Features per cell (FEATURE_SETS, PeRFception's
 comparison): "coords" occupancy only (the fraction of the cell's source voxels present: geometry alone);
 "density" adds log(1 + relu(mean density)); "sh" adds the mean SH coefficients (27 at degree 2) instead;
 "sh+density" has all. Empty cells are zero (dense) or absent (sparse). Cell labels are the majority label of the
@@ -70,36 +71,60 @@ def read_rows(store: Store, scene_id: str, names: Sequence[str]) -> dict[str, np
     return out
 
 
-def cell_ids(coords: np.ndarray, src_reso: Sequence[int], reso: int) -> np.ndarray:
-    """(n,) int64 flat index x * D^2 + y * D + z of the D^3 cell holding each voxel's centre."""
-    src = np.asarray(src_reso, dtype=np.float64)
-    cell = np.floor((coords + 0.5) / src * reso).astype(np.int64).clip(0, reso - 1)
-    return (cell[:, 0] * reso + cell[:, 1]) * reso + cell[:, 2]
+def cell_cover(coords: np.ndarray, src_reso: Sequence[int], reso: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which cells each voxel fills: (rows (k,) int64 voxel index, cells (k,) int64 flat cell id) pairs.
+
+    coords: (n, 3) voxel indices of a source grid of `src_reso`. On an axis where cells are at least as large as
+    voxels (src >= D) a voxel fills the one cell holding its centre; where cells are finer (src < D, e.g. an
+    object framed into its own small cube) it fills every cell whose centre lies inside it (nearest-neighbour
+    upsampling), so an upsampled solid stays solid instead of becoming a lattice of isolated cells.
+    """
+    src = np.asarray(src_reso, dtype=np.int64)
+    lo = np.empty(coords.shape, np.int64)
+    count = np.ones(coords.shape, np.int64)
+    for a in range(3):
+        if src[a] >= reso:
+            lo[:, a] = np.floor((coords[:, a] + 0.5) / src[a] * reso).astype(np.int64).clip(0, reso - 1)
+            continue
+        first = np.ceil(coords[:, a] * reso / src[a] - 0.5).astype(np.int64)  # first cell centre inside
+        last = np.ceil((coords[:, a] + 1) * reso / src[a] - 0.5).astype(np.int64) - 1
+        lo[:, a] = first.clip(0, reso - 1)
+        count[:, a] = np.maximum(last.clip(-1, reso - 1) - lo[:, a] + 1, 1)
+    per_row = count.prod(axis=1)
+    rows = np.repeat(np.arange(len(coords)), per_row)
+    j = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    ny, nz = count[rows, 1], count[rows, 2]
+    cell = lo[rows] + np.stack([j // (ny * nz), (j // nz) % ny, j % nz], axis=1)
+    return rows, (cell[:, 0] * reso + cell[:, 1]) * reso + cell[:, 2]
 
 
 def cell_features(rows: dict[str, np.ndarray], src_reso: Sequence[int], reso: int,
-                  features: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cells (m,) int64 sorted flat ids, feats (m, C) float32, inverse (n,) row -> cell position)."""
-    flat = cell_ids(rows["coords"], src_reso, reso)
+                  features: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(cells (m,) int64 sorted flat ids, feats (m, C) float32, (voxel (k,), cell position (k,)) pairs of
+    cell_cover: which voxels each cell averages)."""
+    voxel, flat = cell_cover(rows["coords"], src_reso, reso)
     cells, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     per_cell = float(np.prod(np.asarray(src_reso, np.float64))) / reso**3
     cols = [np.minimum(counts / max(per_cell, 1.0), 1.0)[:, None]]
     arrays = feature_arrays(features)
     for name in ("density", "sh"):
         if name in arrays:
-            vals = rows[name].reshape(len(flat), -1).astype(np.float64)
+            vals = rows[name].reshape(len(rows["coords"]), -1).astype(np.float64)[voxel]
             mean = np.zeros((len(cells), vals.shape[1]))
             np.add.at(mean, inverse, vals)
             mean /= counts[:, None]
             cols.append(np.log1p(np.maximum(mean, 0.0)) if name == "density" else mean)
-    return cells, np.concatenate(cols, axis=1).astype(np.float32), inverse
+    return cells, np.concatenate(cols, axis=1).astype(np.float32), (voxel, inverse)
 
 
-def cell_labels(labels: np.ndarray, inverse: np.ndarray, n_cells: int, n_classes: int) -> np.ndarray:
-    """(m,) int64 majority label of each cell's voxels with a label in [0, n_classes); -1 where none."""
-    keep = (labels >= 0) & (labels < n_classes)
+def cell_labels(labels: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], n_cells: int, n_classes: int) -> np.ndarray:
+    """(m,) int64 majority label of each cell's voxels (cell_features' pairs) with a label in [0, n_classes);
+    -1 where none."""
+    voxel, inverse = pairs
+    lab = labels[voxel]
+    keep = (lab >= 0) & (lab < n_classes)
     votes = np.zeros((n_cells, n_classes), np.int64)
-    np.add.at(votes, (inverse[keep], labels[keep]), 1)
+    np.add.at(votes, (inverse[keep], lab[keep]), 1)
     out = votes.argmax(axis=1)
     out[votes.sum(axis=1) == 0] = IGNORE_3D
     return out
@@ -108,10 +133,14 @@ def cell_labels(labels: np.ndarray, inverse: np.ndarray, n_cells: int, n_classes
 def foreground_rows(rows: dict[str, np.ndarray], label_names: Sequence[str] | None,
                     where: str) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
     """The rows of foreground voxels (label >= 0 and not a BACKGROUND_LABELS name; without names, label 0 is
-    background) re-framed into their own bounding cube, centred: (rows, new source resolution)."""
+    background; with a "density" row, only density > 0: a stored voxel of no density is empty space that the
+    label stage's fill gave the object's label) re-framed into their own bounding cube, centred: (rows, new
+    source resolution)."""
     labels = rows["labels"]
     bg = [i for i, n in enumerate(label_names or ()) if n in BACKGROUND_LABELS] if label_names else [0]
     keep = (labels >= 0) & ~np.isin(labels, bg)
+    if "density" in rows:
+        keep &= rows["density"] > 0
     if not keep.any():
         raise InputError(where, "scene has no foreground voxel (--foreground-only needs labelled objects)")
     out = {k: v[keep] for k, v in rows.items()}
@@ -158,18 +187,21 @@ class StoreGridDataset(torch.utils.data.Dataset):
         sid = self.ids[i]
         attrs = self.store.scene_attrs(sid)
         labelled = self.task == "seg" or self.foreground_only
-        rows = read_rows(self.store, sid, feature_arrays(self.features) + (("labels",) if labelled else ()))
+        names = feature_arrays(self.features) + (("labels",) if labelled else ())
+        if self.foreground_only and "density" not in names:
+            names += ("density",)  # which foreground voxels hold anything (foreground_rows)
+        rows = read_rows(self.store, sid, names)
         src_reso = attrs.reso
         if self.foreground_only:
             rows, src_reso = foreground_rows(rows, attrs.extra.get("label_names"), scene_where(self.store, sid))
-        cells, feats, inverse = cell_features(rows, src_reso, self.reso, self.features)
+        cells, feats, pairs = cell_features(rows, src_reso, self.reso, self.features)
         if self.task == "cls":
             if attrs.class_name not in self.classes:
                 raise InputError(scene_where(self.store, sid),
                                  f"class_name {attrs.class_name!r} is not one of the classes {list(self.classes)}")
             y = torch.tensor(self.classes.index(attrs.class_name), dtype=torch.int64)
         else:
-            y = torch.from_numpy(cell_labels(rows["labels"], inverse, len(cells), self.n_classes))
+            y = torch.from_numpy(cell_labels(rows["labels"], pairs, len(cells), self.n_classes))
         if self.sparse:
             return {"coords": torch.from_numpy(unflatten(cells, self.reso)), "feats": torch.from_numpy(feats), "y": y}
         vol = torch.zeros(self.reso**3, feats.shape[1])

@@ -11,7 +11,8 @@
 
 Stages: shard list (permuted by (seed, epoch)) -> `split_by_node` (torch.distributed rank) -> `split_by_worker`
 (DataLoader worker) -> tar members grouped into samples -> scene selection (`--scenes`) -> shuffle buffer ->
-decode + resize -> background augmentation (train only, `bgaug.py`) -> batches. Every process and worker reads a
+decode + resize -> background augmentation (train only, `bgaug.py`) -> left-right mirror (train, `hflip`) ->
+batches. Every process and worker reads a
 disjoint set of shards, so with N processes x K workers a split needs at least N shards (and gains from N * K).
 A sample lacking a member, with an undecodable PNG, or whose json class_name disagrees with index.json's classes is
 an InputError naming shard and key, or (skip_bad) a logged, counted skip.
@@ -68,6 +69,8 @@ class ShardLoaderConfig:
     """Scene ids or globs to keep (empty: every scene of the split)."""
     skip_bad: bool = False
     """Skip (log and count) samples with a missing or undecodable member instead of raising."""
+    hflip: bool = False
+    """Mirror each view left-right with probability 1/2 (seeded like the augmentation; label maps too)."""
 
 
 def is_url(root: str | Path) -> bool:
@@ -335,8 +338,29 @@ def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0, back
     if cfg.bg_aug:
         stages.append(functools.partial(bgaug.augment_stage, bank=backgrounds, p=cfg.bg_aug, seed=cfg.seed,
                                         epoch=epoch))
+    if cfg.hflip:
+        stages.append(functools.partial(flip_stage, seed=cfg.seed, epoch=epoch))
     stages.append(functools.partial(batch_stage, batch_size=cfg.batch_size))
     return wds.DataPipeline(*stages)
+
+
+def flip_stage(src: Iterable[dict[str, Any]], seed: int, epoch: int) -> Iterator[dict[str, Any]]:
+    """Views mirrored left-right (x and seg; "flipped" records it) with probability 1/2, drawn from
+    default_rng([seed, epoch, rank, worker, 1]) for every view, so the draws do not depend on the content."""
+    import webdataset as wds
+
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    rng = np.random.default_rng([seed, epoch, rank, worker, 1])
+    for item in src:
+        if "x" not in item:
+            yield item
+            continue
+        item = dict(item, flipped=bool(rng.random() < 0.5))
+        if item["flipped"]:
+            item["x"] = item["x"].flip(-1)
+            if "seg" in item:
+                item["seg"] = item["seg"].flip(-1)
+        yield item
 
 
 def worker_loader(pipeline: Any, workers: int, seed: int) -> Iterable[dict[str, Any]]:

@@ -132,15 +132,16 @@ def write_outputs(result: TrainResult, cfg: TrainConfig, model: nn.Module, in_ch
         conf = torch.tensor(result.val_confusion)
         final["val_per_class_iou"] = [_finite(v) for v in per_class_iou(conf).tolist()]
         final["val_accuracy"] = confusion_accuracy(conf)
-    final.update({k: v for k, v in result.extra.items() if k.startswith("source_")})
+    final.update({k: v for k, v in result.extra.items() if k.startswith("source_") or k == "class_weights"})
     write_json(result.out_dir / "metrics.json", {
         "format_version": 1, "task": cfg.task, "config": cfg.to_dict(), "seed": cfg.seed,
         "classes": list(result.classes), "metric": result.metric,
         "epochs": [{"epoch": e.epoch, "train_loss": e.train_loss, "train_metric": _finite(e.train_metric),
                     "val_metric": _finite(e.val_metric), "lr": e.lr, "seconds": e.seconds, "n_samples": e.n_samples,
-                    "n_skipped": e.n_skipped} for e in result.epochs],
+                    "n_skipped": e.n_skipped, "n_empty_batches": e.n_empty_batches} for e in result.epochs],
         "final": final, "n_train": result.n_train, "n_val": result.n_val, "n_params": result.n_params,
-        "skipped_samples": sum(e.n_skipped for e in result.epochs), "world_size": result.extra.get("world_size", 1),
+        "skipped_samples": sum(e.n_skipped for e in result.epochs),
+        "empty_batches": sum(e.n_empty_batches for e in result.epochs), "world_size": result.extra.get("world_size", 1),
         "resumed_at_epoch": result.extra.get("resumed_at"), "device": result.device,
         "wall_seconds": result.wall_seconds, "versions": versions("webdataset", "zarr"),
         "splits": result.extra.get("splits", {}), "pictures": pictures,

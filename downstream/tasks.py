@@ -40,6 +40,8 @@ class TaskData:
     splits: dict[str, Any] = field(default_factory=dict)
     train_root: str = ""
     """Where the training samples come from (named by a sample-count error)."""
+    class_counts: torch.Tensor | None = None
+    """(C,) int64 training targets per class (store tasks: cells for seg3d, scenes for cls3d); None for shards."""
 
 
 def _shard_workers(data: L.ShardData, split: str, workers: int, dist: DistInfo) -> int:
@@ -73,8 +75,8 @@ def prepare_shards(cfg: TrainConfig, dist: DistInfo) -> TaskData:
     val_data = open_val_shards(cfg, data)
     scenes = tuple(cfg.scenes)
     train_cfg = L.ShardLoaderConfig("train", cfg.batch_size, cfg.size, cfg.shuffle_buffer, cfg.seed,
-                                    bg_aug=cfg.bg_aug, scenes=scenes, skip_bad=cfg.skip_bad)
-    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0, bg_aug=0.0)
+                                    bg_aug=cfg.bg_aug, scenes=scenes, skip_bad=cfg.skip_bad, hflip=cfg.hflip)
+    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0, bg_aug=0.0, hflip=False)
     bank = None
     if cfg.bg_aug > 0:
         bank = bgaug.load_backgrounds(data, "train", cfg.size, train_cfg.bg_per_scene,
@@ -142,21 +144,55 @@ def prepare_store(cfg: TrainConfig, dist: DistInfo) -> TaskData:
     if first is None:
         raise InputError(cfg.data, "no training scenes (every chosen scene went to val)")
     in_channels = int((first["feats"] if sparse else first["x"]).shape[-1 if sparse else 0])
+    train_set: Any = sets["train"]
+    if cfg.augment_3d:
+        from perfdata.downstream.augment3d import AugmentedGrids
+
+        n_sh = in_channels - 1 - ("density" in G.feature_arrays(cfg.features)) if "sh" in cfg.features else 0
+        train_set = AugmentedGrids(train_set, cfg.seed, cfg.reso, n_sh)
     sampler = torch.utils.data.distributed.DistributedSampler(
-        sets["train"], num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
+        train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
         drop_last=dist.enabled)
 
     def train_batches(epoch: int) -> Iterable[dict[str, Any]]:
         sampler.set_epoch(epoch)
-        return _loader(sets["train"], cfg, collate, sampler)
+        if cfg.augment_3d:
+            train_set.set_epoch(epoch)
+        return _loader(train_set, cfg, collate, sampler)
 
+    counts = target_counts(sets["train"], len(classes))
     val_ids = list(range(dist.rank, len(sets["val"]), dist.world_size))
     val_set = torch.utils.data.Subset(sets["val"], val_ids)
     return TaskData(
         classes=tuple(classes), in_channels=in_channels, ignore_index=ignore, train_batches=train_batches,
         val_batches=(lambda: _loader(val_set, cfg, collate, None)) if split["val"] else None,
-        n_train=len(split["train"]), n_val=len(split["val"]), splits={"scenes": split},
+        n_train=len(split["train"]), n_val=len(split["val"]), splits={"scenes": split}, class_counts=counts,
     )
+
+
+def target_counts(ds: torch.utils.data.Dataset, n_classes: int) -> torch.Tensor:
+    """(C,) int64 targets per class over a grid dataset (cells for segmentation, items for classification);
+    targets outside [0, C) (ignore) are left out. Every process counts the whole split, so all agree."""
+    counts = torch.zeros(n_classes, dtype=torch.int64)
+    for i in range(len(ds)):
+        y = ds[i]["y"].reshape(-1)
+        counts += torch.bincount(y[(y >= 0) & (y < n_classes)], minlength=n_classes)
+    return counts
+
+
+def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor | None:
+    """(C,) float32 loss weights (n_median / n_c) ** power for classes with targets (1 for absent ones),
+    scaled so the mean weight over the training targets is 1; None when power is 0."""
+    if power == 0 or counts is None:
+        return None
+    n = counts.double()
+    present = n > 0
+    if not bool(present.any()):
+        return None
+    w = torch.ones_like(n)
+    w[present] = (n[present].median() / n[present]) ** power
+    w = w / ((w * n).sum() / n.sum())
+    return w.float()
 
 
 def check_sample_count(data: TaskData, seen: int, n_skipped: int) -> None:

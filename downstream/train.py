@@ -20,6 +20,7 @@ continues a killed run and ends where an uninterrupted one would. Runs data-para
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -34,11 +35,19 @@ from perfdata.downstream import checkpoint as C
 from perfdata.downstream import distributed as D
 from perfdata.downstream.grids import FEATURE_SETS
 from perfdata.downstream.metrics import confusion_accuracy, confusion_matrix, mean_iou
-from perfdata.downstream.tasks import TaskData, check_sample_count, prepare_shards, prepare_store
+from perfdata.downstream.tasks import (
+    TaskData,
+    check_sample_count,
+    class_weights,
+    prepare_shards,
+    prepare_store,
+)
 from torch import nn
 
 from perfdata.devices import resolve_device
 from perfdata.errors import ConfigError, FitError, InputError
+
+log = logging.getLogger(__name__)
 
 TASKS = ("cls2d", "cls3d", "seg3d")
 BACKBONES = ("dense", "sparse")
@@ -82,12 +91,20 @@ class TrainConfig:
     """cls3d / seg3d: read every scene once up front (else from the store at every step)."""
     bg_aug: float = 0.0
     """cls2d: probability of background augmentation (bgaug.py)."""
+    hflip: bool = True
+    """cls2d: mirror training views left-right with probability 1/2 (a mirrored object keeps its class)."""
     features: str = "sh+density"
     """cls3d / seg3d: per-cell inputs, one of grids.FEATURE_SETS."""
     backbone: str = "dense"
     """cls3d / seg3d: "dense" (3D CNN / U-Net) or "sparse" (spconv)."""
     foreground_only: bool = False
     """cls3d: only the object's voxels (labels not a background class), framed into their bounding cube."""
+    class_balance: float = 0.5
+    """cls3d / seg3d: cross-entropy weights (median count / class count) ** this over the training targets
+    (0: unweighted; 0.5 lifts a class 100x rarer 10x, so small furniture is not traded for walls)."""
+    augment_3d: bool = True
+    """cls3d / seg3d: each training grid under a seeded symmetry that keeps z up (a mirror and quarter turns
+    about z, SH rotated along; augment3d.py)."""
     workers: int = 0
     """DataLoader worker processes per training process."""
     scenes: tuple[str, ...] = ()
@@ -112,6 +129,8 @@ class TrainConfig:
         if self.features not in FEATURE_SETS or self.backbone not in BACKBONES:
             raise ConfigError(f"--features must be one of {', '.join(FEATURE_SETS)} and --backbone one of "
                               f"{', '.join(BACKBONES)}")
+        if not 0.0 <= self.class_balance <= 1.0:
+            raise ConfigError(f"class_balance is a power in [0, 1], got {self.class_balance}")
         if not 0.0 <= self.bg_aug <= 1.0:
             raise ConfigError(f"--bg-aug is a probability in [0, 1], got {self.bg_aug}")
         if self.eval_images:
@@ -134,6 +153,8 @@ class EpochStats:
     n_samples: int = 0
     """Training samples seen (all processes)."""
     n_skipped: int = 0
+    n_empty_batches: int = 0
+    """Training batches skipped because every target in them was ignore (seg3d cells labelled -1)."""
 
 
 @dataclass(frozen=True)
@@ -198,17 +219,36 @@ def nonempty(batches: Iterable[dict[str, Any]], skipped: list[int]) -> Iterable[
             yield batch
 
 
+def n_targets(batch: dict[str, Any], ignore: int, dist: D.DistInfo, device: torch.device) -> int:
+    """Targets of a batch that are not `ignore`, summed over ranks (so every rank takes the same decision)."""
+    n = torch.tensor([int((batch["y"] != ignore).sum())], dtype=torch.float64)
+    return int(D.all_sum(n, dist, device)[0]) if dist.enabled else int(n[0])
+
+
+def batch_loss(logits: torch.Tensor, y: torch.Tensor, ignore: int, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over the non-ignored targets; a finite zero (still part of the graph, so data-parallel
+    gradient averaging runs) when this rank's part has none, where cross_entropy's mean would be 0 / 0 = nan."""
+    if not bool((y != ignore).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, y, weight=weight, ignore_index=ignore)
+
+
 def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.optim.Optimizer, data: TaskData,
-              device: torch.device, dist: D.DistInfo, hooks: TrainHooks, epoch: int) -> tuple[float, torch.Tensor, int, int]:
-    """One training pass: (mean loss over steps, (C, C) confusion, samples seen, samples skipped), over ranks."""
+              device: torch.device, dist: D.DistInfo, hooks: TrainHooks, epoch: int,
+              weight: torch.Tensor | None = None) -> tuple[float, torch.Tensor, int, int, int]:
+    """One training pass: (mean loss over steps, (C, C) confusion, samples seen, samples skipped, batches
+    skipped), over ranks. A batch whose targets are all ignore (on every rank) is skipped: no forward, no step."""
     model.train()
     n_classes = len(data.classes)
     ignore = -100 if data.ignore_index is None else data.ignore_index
     conf = torch.zeros(n_classes, n_classes, dtype=torch.int64)
-    loss_sum, steps, seen, skipped = 0.0, 0, 0, [0]
+    loss_sum, steps, seen, skipped, empty = 0.0, 0, 0, [0], 0
     for batch in D.even_batches(nonempty(batches, skipped), dist, device):
+        if n_targets(batch, ignore, dist, device) == 0:
+            empty += 1
+            continue
         logits, y = forward(model, batch, device)
-        loss = F.cross_entropy(logits, y, ignore_index=ignore)
+        loss = batch_loss(logits, y, ignore, weight)
         if not torch.isfinite(loss):
             raise FitError(f"training loss became {float(loss)} at epoch {epoch} step {steps}")
         opt.zero_grad(set_to_none=True)
@@ -220,8 +260,11 @@ def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.op
             hooks.on_step(epoch, steps - 1, batch, model)
     totals = D.all_sum(torch.tensor([loss_sum, steps, seen, skipped[0]], dtype=torch.float64), dist, device)
     if totals[1] == 0:
-        raise InputError(None, "the training split gave no batches")
-    return float(totals[0] / totals[1]), D.all_sum(conf, dist, device), int(totals[2]), int(totals[3])
+        raise InputError(None, "the training split gave no batches" + (
+            f" with a labelled target ({empty} all-ignore batches skipped)" if empty else ""))
+    if empty:
+        log.warning("epoch %d: skipped %d training batch(es) whose targets are all ignore", epoch, empty)
+    return float(totals[0] / totals[1]), D.all_sum(conf, dist, device), int(totals[2]), int(totals[3]), empty
 
 
 @torch.no_grad()
@@ -306,18 +349,22 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.
         done, stats, state = restore(cfg, model, opt, sched)
         conf, resumed_at = state.get("val_confusion", conf), done
     net = D.wrap_model(model, dist, device)
+    weight = class_weights(data.class_counts, cfg.class_balance)
+    weight = None if weight is None else weight.to(device)
     wrong: list[tuple[np.ndarray, str]] = []
     collect = 32 if cfg.task == "cls2d" and dist.is_main else 0
     for epoch in range(done, cfg.epochs):
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        loss, train_conf, seen, skipped = run_epoch(net, data.train_batches(epoch), opt, data, device, dist, hooks, epoch)
+        loss, train_conf, seen, skipped, empty = run_epoch(net, data.train_batches(epoch), opt, data, device, dist,
+                                                           hooks, epoch, weight)
         check_sample_count(data, seen, skipped)
         sched.step()
         val = math.nan
         if data.val_batches is not None:
             conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect if epoch == cfg.epochs - 1 else 0)
             val = score(conf, cfg.task)
-        stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0, lr, seen, skipped))
+        stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0, lr, seen, skipped,
+                                empty))
         if dist.is_main:
             C.save_checkpoint(Path(cfg.out) / C.CHECKPOINT_NAME, {
                 "config": json.dumps(checkpoint_config(cfg)), "epoch": epoch + 1, "model": model.state_dict(),
@@ -328,6 +375,8 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.
     if collect and not wrong and data.val_batches is not None and done == cfg.epochs:
         conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect)
     extra: dict[str, Any] = {"splits": data.splits, "world_size": dist.world_size, "resumed_at": resumed_at}
+    if weight is not None:
+        extra["class_weights"] = [round(float(w), 4) for w in weight.cpu()]
     if cfg.eval_images and dist.is_main:
         extra.update(source_image_scores(model, cfg, data, device))
     result = TrainResult(

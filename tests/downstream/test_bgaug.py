@@ -18,6 +18,7 @@ from perfdata.errors import ConfigError
 from perfdata.images import write_png
 
 SIZE = 24
+GHOST = np.array([0.5, 0.5, 0.5])
 
 
 def colours(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +44,8 @@ def coded_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
             name = f"{v:05d}"
             write_png(renders / sid / f"{name}.rgb.png", (rgb * 255 + 0.5).astype(np.uint8))
             write_png(renders / sid / f"{name}.mask.png", mask.astype(np.uint8) * 255)
-            write_png(renders / sid / f"{name}.bg.png", (np.broadcast_to(bg, rgb.shape) * 255 + 0.5).astype(np.uint8))
+            ghost = np.where(mask[..., None], GHOST, bg)  # what a bg render keeps where its own object stood
+            write_png(renders / sid / f"{name}.bg.png", (ghost * 255 + 0.5).astype(np.uint8))
             views.append({"name": name, "K": np.eye(3).tolist(), "c2w": np.eye(4).tolist(), "width": SIZE,
                           "height": SIZE})
         meta = {"format_version": 1, "scene_id": sid, "class_name": "ab"[i % 2], "views": views,
@@ -86,6 +88,7 @@ def test_augmented_views_keep_label_and_never_use_other_foregrounds(coded_shards
                 assert np.abs(img - colours(k)[0]).max(axis=1).min() > 0.05
         assert (np.abs(img - bg_other).max(axis=1) < 2 / 255).mean() > 0.3  # mostly the other background
         assert (np.abs(img - fg_own).max(axis=1) < 2 / 255).any()  # the object is there
+        assert np.abs(img - GHOST).max(axis=1).min() > 0.05  # the other scene's object region was filled
         assert not any(it["scene"] in val for it in items)
 
 
@@ -96,6 +99,27 @@ def test_augmentation_is_seeded_and_probability_respected(coded_shards: Path) ->
     assert [x["bg_from"] for x in a] != [x["bg_from"] for x in c]
     n_aug = sum(bool(x["bg_from"]) for x in a)
     assert 0 < n_aug < len(a)
+
+
+def test_paste_alpha_drops_the_rim() -> None:
+    mask = torch.zeros(8, 8)
+    mask[2:7, 1:6] = 1.0  # 5 x 5
+    alpha = bgaug.paste_alpha(mask)
+    assert bgaug.mask_box(alpha) == (3, 6, 2, 5) and int(alpha.sum()) == 9
+    thin = torch.zeros(8, 8)
+    thin[3, 2:6] = 1.0  # a line erodes to nothing: kept as it is
+    assert torch.equal(bgaug.paste_alpha(thin), thin)
+
+
+def test_fill_hole_from_the_surroundings() -> None:
+    img = torch.zeros(3, 9, 9)
+    img[:, :, :4] = 1.0  # left part white, right part black
+    hole = torch.zeros(9, 9, dtype=torch.bool)
+    hole[3:6, 1:3] = True  # inside the white part
+    img[:, hole] = 0.5
+    out = bgaug.fill_hole(img, hole)
+    assert torch.allclose(out[:, hole], torch.tensor(1.0)) and torch.equal(out[:, ~hole], img[:, ~hole])
+    assert torch.equal(bgaug.fill_hole(img, torch.zeros(9, 9, dtype=torch.bool)), img)
 
 
 def test_paste_object_scale_and_frame() -> None:

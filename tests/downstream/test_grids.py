@@ -87,3 +87,34 @@ def test_foreground_only_keeps_the_object_in_its_own_cube(tmp_path: Path) -> Non
     sample = ds[0]  # voxels labelled 1, 1, 2 at (0,0,0), (1,0,0), (0,1,0) fill their 2^3 bounding cube's cells
     assert sample["coords"].tolist() == [[0, 0, 0], [0, 1, 0], [1, 0, 0]] and sample["y"].tolist() == [1, 2, 1]
     assert torch.allclose(sample["feats"][:, 0], torch.ones(3))
+
+
+def test_foreground_only_drops_empty_voxels(tmp_path: Path) -> None:
+    coords = np.array([[0, 0, 0], [1, 0, 0], [3, 3, 3]], np.int32)  # the far voxel is labelled 1 but empty
+    grid = SparseGrid(coords, np.array([2.0, 3.0, -1.0], np.float32), np.zeros((3, 27), np.float32), (4, 4, 4),
+                      np.eye(4), labels=np.array([1, 1, 1], np.int16))
+    store = open_store(str(write_store(tmp_path / "e.zarr", [("a", grid, "box", {"label_names": ["bg", "o"]})])))
+    sample = G.StoreGridDataset(store, ["a"], 2, "cls", ("box",), features="coords", sparse=True,
+                                foreground_only=True)[0]
+    assert sample["coords"].tolist() == [[0, 0, 0], [1, 0, 0]]  # framed into the 2-voxel box of the two
+
+
+def test_cells_finer_than_voxels_stay_solid(tmp_path: Path) -> None:
+    # a solid 4^3 block (labels 1, one voxel 2) in an 8^3 grid, framed into its own cube and read at 16^3 cells:
+    # each voxel fills the 4^3 cells whose centres it holds, so all 16^3 cells are occupied (not a lattice of 4^3)
+    coords = np.argwhere(np.ones((4, 4, 4), bool)).astype(np.int32) + 2
+    labels = np.ones(len(coords), np.int16)
+    labels[0] = 2  # voxel (2, 2, 2): the corner cells [0, 4)^3
+    grid = SparseGrid(coords, np.full(len(coords), 5.0, np.float32), np.zeros((len(coords), 27), np.float32),
+                      (8, 8, 8), np.eye(4), labels=labels)
+    store = open_store(str(write_store(tmp_path / "block.zarr", [("a", grid, "box", {"label_names": ["bg", "o", "p"]})])))
+    sparse = G.StoreGridDataset(store, ["a"], 16, "seg", n_classes=3, features="density", sparse=True,
+                                foreground_only=True)[0]
+    assert len(sparse["coords"]) == 16**3 and torch.allclose(sparse["feats"][:, 0], torch.ones(16**3))
+    dense = G.StoreGridDataset(store, ["a"], 16, "seg", n_classes=3, features="density", foreground_only=True)[0]
+    assert bool((dense["x"][0] == 1.0).all()) and float(dense["x"][1].min()) == pytest.approx(np.log1p(5.0), rel=1e-3)
+    assert (dense["y"][:4, :4, :4] == 2).all() and int((dense["y"] == 2).sum()) == 64
+    full = G.StoreGridDataset(store, ["a"], 16, "seg", n_classes=3, features="coords")[0]["x"][0]
+    assert int((full > 0).sum()) == 8**3 and bool((full[4:12, 4:12, 4:12] == 1).all())  # 8^3 -> 16^3: 2^3 per voxel
+    coarse = G.StoreGridDataset(store, ["a"], 4, "seg", n_classes=3, features="coords")[0]["x"][0]
+    assert coarse[1:3, 1:3, 1:3].flatten().tolist() == [1.0] * 8  # 8^3 -> 4^3: 2^3 voxels per cell, all present

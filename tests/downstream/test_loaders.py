@@ -136,3 +136,20 @@ def test_class_name_must_match_the_index(shard_dir: Path, tmp_path: Path) -> Non
     cfg = L.ShardLoaderConfig("val", batch_size=5, size=16, shuffle_buffer=0)
     with pytest.raises(InputError, match="json class_name '(box|sphere)' differs from index.json's class"):
         list(L.shard_pipeline(L.ShardData.open(bad), cfg))
+
+
+def test_hflip_mirrors_about_half_the_views_seeded(shard_dir: Path) -> None:
+    data = L.ShardData.open(shard_dir)
+    plain = L.ShardLoaderConfig("train", batch_size=100, size=16, shuffle_buffer=0, with_labels=True)
+    flip = L.ShardLoaderConfig("train", batch_size=100, size=16, shuffle_buffer=0, with_labels=True, hflip=True)
+    (a,) = list(L.shard_pipeline(data, plain))
+    (b,) = list(L.shard_pipeline(data, flip))
+    assert b["key"] == a["key"] and torch.equal(b["y"], a["y"])
+    mirrored = [torch.equal(bx, ax.flip(-1)) and torch.equal(bs, as_.flip(-1)) and not torch.equal(bx, ax)
+                for ax, bx, as_, bs in zip(a["x"], b["x"], a["seg"], b["seg"], strict=True)]
+    same = [torch.equal(bx, ax) for ax, bx in zip(a["x"], b["x"], strict=True)]
+    assert all(m or s for m, s in zip(mirrored, same, strict=True)) and 15 < sum(mirrored) < 39  # 54 views
+    (again,) = list(L.shard_pipeline(data, flip))
+    assert torch.equal(again["x"], b["x"])
+    (other,) = list(L.shard_pipeline(data, flip, epoch=1))
+    assert not torch.equal(other["x"], b["x"])

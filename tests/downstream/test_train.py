@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 from perfdata.downstream import loaders as L
@@ -115,6 +116,18 @@ def test_seg3d_rooms(room_store: Path, tmp_path: Path, backbone: str) -> None:
     metrics = check_outputs(tmp_path / "out", "seg3d", 10)
     assert res.final.train_metric > 0.5 and metrics["final"]["val_accuracy"] > 0.7
     assert len(metrics["final"]["val_per_class_iou"]) == 3 and metrics["final"]["val_per_class_iou"][0] > 0.8
+    weights = metrics["final"]["class_weights"]  # the floor slab outnumbers the objects: weighted down
+    assert len(weights) == 3 and weights[0] < 1.0 < max(weights[1:])
+
+
+def test_class_weights_by_hand() -> None:
+    from perfdata.downstream.tasks import class_weights
+
+    # present counts 100, 25, 400: median 100 -> (100 / n) ** 0.5 = (1, 2, 0.5); the absent class gets 1;
+    # the mean weight over the 525 targets is (100 + 50 + 200) / 525 = 2 / 3, so all scale by 1.5
+    w = class_weights(torch.tensor([100, 25, 0, 400]), 0.5)
+    assert w.tolist() == pytest.approx([1.5, 3.0, 1.5, 0.75])
+    assert class_weights(torch.tensor([3, 1]), 0.0) is None
 
 
 def test_bad_inputs(tmp_path: Path, room_store: Path, object_store: Path) -> None:
@@ -132,3 +145,30 @@ def test_bad_inputs(tmp_path: Path, room_store: Path, object_store: Path) -> Non
         train(TrainConfig("seg3d", str(room_store), str(tmp_path / "o"), scenes=("sofa_*",)))
     assert not (tmp_path / "o").exists()
     assert open_store(str(object_store)).scene_ids
+
+
+def test_seg3d_skips_all_ignore_batches(tmp_path: Path) -> None:
+    # rooms 1 and 3 have every voxel unlabelled: with one room per batch their cross-entropy would be 0 / 0 = nan
+    from conftest import ROOM_NAMES
+    from downstream_data import room_grid, write_store
+
+    rows = []
+    for i in range(4):
+        grid = room_grid(i)
+        if i % 2:
+            grid = dataclasses.replace(grid, labels=np.full(len(grid.coords), -1, np.int16))
+        rows.append((f"room_{i}", grid, None, {"label_names": ROOM_NAMES}))
+    store = write_store(tmp_path / "rooms.zarr", rows)
+    cfg = TrainConfig("seg3d", str(store), str(tmp_path / "out"), epochs=2, batch_size=1, reso=8, widths=(4, 8),
+                      device="cpu", val_fraction=0.25)
+    res = train(cfg)
+    n_empty = sum(int(s[-1]) % 2 for s in res.extra["splits"]["scenes"]["train"])
+    assert n_empty >= 1 and [e.n_empty_batches for e in res.epochs] == [n_empty] * 2
+    assert all(np.isfinite(e.train_loss) for e in res.epochs) and [e.n_samples for e in res.epochs] == [3 - n_empty] * 2
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["empty_batches"] == 2 * n_empty
+    from perfdata.downstream.train import batch_loss
+
+    logits = torch.randn(5, 3, requires_grad=True)
+    zero = batch_loss(logits, torch.full((5,), -1), -1, None)
+    zero.backward()
+    assert float(zero) == 0.0 and float(logits.grad.abs().sum()) == 0.0

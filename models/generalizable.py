@@ -190,11 +190,18 @@ class GeneralizableField(nn.Module):
         self.heads = nn.Linear(hd, 1 + (0 if self.semantic is not None else k) + 3 + 1)
         self.score = mlp([hv + 4, 16, 1])
 
+    @property
+    def view_first(self) -> nn.Linear:
+        """The per-view MLP's first layer (applied in parts: features once per view, colour and distance per sample)."""
+        first = self.view_mlp[0]
+        assert isinstance(first, nn.Linear)
+        return first
+
     def encode(self, images: torch.Tensor, proj: torch.Tensor, centres: torch.Tensor) -> Sources:
         """Sources from images (V, 3, H, W), projections (V, 3, 4) and centres (V, 3) in the cube frame."""
         assert tuple(images.shape[-2:]) == tuple(self.cfg.image_size), (
             f"images are {tuple(images.shape[-2:])}, the model takes {tuple(self.cfg.image_size)}")
-        first = self.view_mlp[0]
+        first = self.view_first
         w_feat = first.weight[:, : self.cfg.feat_channels]
         feats = F.conv2d(self.encoder(images), w_feat[:, :, None, None], first.bias)
         return Sources(images, feats, proj, centres)
@@ -206,7 +213,7 @@ class GeneralizableField(nn.Module):
         uv, mask = project(points, sources.proj, size)
         rgb = bilinear(sources.images, uv, size)
         dist = (points[None] - sources.centres[:, None]).norm(dim=-1, keepdim=True)
-        w_rgb, w_dist = self.view_mlp[0].weight[:, self.cfg.feat_channels :].split([3, 1], dim=1)
+        w_rgb, w_dist = self.view_first.weight[:, self.cfg.feat_channels :].split([3, 1], dim=1)
         first = torch.baddbmm(bilinear(sources.features, uv, size), rgb, w_rgb.T.expand(rgb.shape[0], -1, -1))
         h_view = self.view_mlp[1:](first + dist * w_dist[:, 0])
         dec_in = torch.cat([aggregate(h_view, mask), positional_encoding(points, self.cfg.n_freqs)], -1)

@@ -11,6 +11,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import ROOM_NAMES
+from downstream_data import room_grid, write_store
 from perfdata.downstream import loaders as L
 from perfdata.downstream.train import TrainConfig, TrainHooks, load_model, train
 
@@ -149,9 +151,6 @@ def test_bad_inputs(tmp_path: Path, room_store: Path, object_store: Path) -> Non
 
 def test_seg3d_skips_all_ignore_batches(tmp_path: Path) -> None:
     # rooms 1 and 3 have every voxel unlabelled: with one room per batch their cross-entropy would be 0 / 0 = nan
-    from conftest import ROOM_NAMES
-    from downstream_data import room_grid, write_store
-
     rows = []
     for i in range(4):
         grid = room_grid(i)

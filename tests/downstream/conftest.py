@@ -11,8 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import downstream_data as D  # noqa: E402
-
-ROOM_NAMES = ["floor", "sphere", "box"]
+from downstream_data import ROOM_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="session")

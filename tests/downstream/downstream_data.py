@@ -17,6 +17,8 @@ from perfdata.store.writer import WriteConfig, grid_arrays, refresh_root, write_
 from perfdata.synthetic import make_object_scene
 
 SH_C0 = 0.28209479177387814
+ROOM_NAMES = ["floor", "sphere", "box"]
+"""Label names of the test rooms (room_grid)."""
 
 
 def write_render_folder(renders: Path, shape: str, seed: int, n_views: int, size: int) -> None:

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOM_NAMES
-from downstream_data import make_shards, object_grid, room_grid, write_store
+from downstream_data import ROOM_NAMES, make_shards, object_grid, room_grid, write_store
 
 from perfdata.cli import main
 

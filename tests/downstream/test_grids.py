@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOM_NAMES
-from downstream_data import SH_C0, object_grid, write_store
+from downstream_data import ROOM_NAMES, SH_C0, object_grid, write_store
 from perfdata.downstream import grids as G
 
 from perfdata.devices import split_scene_ids

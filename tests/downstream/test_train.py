@@ -11,8 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import ROOM_NAMES
-from downstream_data import room_grid, write_store
+from downstream_data import ROOM_NAMES, room_grid, write_store
 from perfdata.downstream import loaders as L
 from perfdata.downstream.train import TrainConfig, TrainHooks, load_model, train
 

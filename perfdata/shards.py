@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -79,7 +80,12 @@ class PackConfig:
     val_fraction: float = 0.1
     """Fraction of scenes (not views) that go to the val split."""
     seed: int = 0
-    """Seed of the scene split."""
+    """Seed of the scene split and of the sample order (`mix_bytes`)."""
+    mix_bytes: int = 1 << 30
+    """Samples of a split pass a seeded shuffle buffer of this many bytes on their way into the shards
+    (ShardWriter), so each shard mixes many scenes and classes instead of holding a few scenes in sorted order
+    (a loader's shuffle buffer then sees a mix; with class-sorted shards, batches hold two or three classes).
+    0: scene order."""
     split_by: str = "scene"
     """Only "scene": views of one scene never straddle splits."""
     min_psnr: float | None = None
@@ -124,9 +130,16 @@ class ShardWriter:
         maxcount: at most this many samples per shard.
         maxsize: a shard is closed before a sample that would take it over this many bytes (a single sample
             larger than maxsize gets a shard of its own).
+        mix_bytes: samples wait in a seeded shuffle buffer of up to this many bytes before they are written
+            (each time the buffer is over, a sample drawn from it at random goes out; `close` writes the rest in
+            random order), so a shard mixes the scenes (and classes) that arrive in order; with a buffer larger
+            than the split, the written order is a uniform permutation. 0: samples go out in the order given.
+        seed: seed of the buffer's draws (with the split name); the same samples in the same order, with the
+            same seed and mix_bytes, give the same shards.
     """
 
-    def __init__(self, out_dir: str | Path, split: str, maxcount: int = 1000, maxsize: int = 1 << 30) -> None:
+    def __init__(self, out_dir: str | Path, split: str, maxcount: int = 1000, maxsize: int = 1 << 30,
+                 mix_bytes: int = 0, seed: int = 0) -> None:
         if maxcount < 1 or maxsize < 1:
             raise ConfigError(f"maxcount and maxsize must be positive (got {maxcount}, {maxsize})")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
@@ -141,6 +154,10 @@ class ShardWriter:
         self._count = 0
         self._size = 0
         self._keys: set[str] = set()
+        self.mix_bytes = mix_bytes
+        self._buffer: list[tuple[str, Mapping[str, bytes], int]] = []
+        self._buffered = 0
+        self._rng = random.Random(f"{seed}/{split}")
 
     def __enter__(self) -> ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,12 +173,30 @@ class ShardWriter:
 
     def write(self, key: str, members: Mapping[str, bytes]) -> None:
         """Add one sample: `members` maps extension (e.g. "rgb.png", "cls", "json") to bytes, written in the
-        order given."""
+        order given (through the shuffle buffer when mix_bytes > 0)."""
         if not key or "." in key or "/" in key:
             raise ConfigError(f"sample key {key!r} must be non-empty and contain no '.' or '/'")
         if key in self._keys:
             raise ConfigError(f"sample key {key!r} written twice to split {self.split!r}")
+        self._keys.add(key)
         size = sum(member_size(len(v)) for v in members.values())
+        if self.mix_bytes <= 0:
+            self._emit(key, members, size)
+            return
+        self._buffer.append((key, members, size))
+        self._buffered += size
+        while self._buffered > self.mix_bytes and self._buffer:
+            self._emit_random()
+
+    def _emit_random(self) -> None:
+        """Write a sample drawn at random from the buffer (the last one moves into its place)."""
+        i = self._rng.randrange(len(self._buffer))
+        self._buffer[i], self._buffer[-1] = self._buffer[-1], self._buffer[i]
+        key, members, size = self._buffer.pop()
+        self._buffered -= size
+        self._emit(key, members, size)
+
+    def _emit(self, key: str, members: Mapping[str, bytes], size: int) -> None:
         if self._tar is not None and (self._count >= self.maxcount or self._size + size > self.maxsize):
             self._finish()
         if self._tar is None:
@@ -173,18 +208,20 @@ class ShardWriter:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             self._tar.addfile(info, io.BytesIO(data))
-        self._keys.add(key)
         self._count += 1
         self._size += size
 
     def close(self) -> list[ShardInfo]:
-        """Finish the open shard; returns every shard written."""
+        """Write what the shuffle buffer holds, finish the open shard; returns every shard written."""
+        while self._buffer:
+            self._emit_random()
         if self._tar is not None:
             self._finish()
         return list(self.shards)
 
     def abort(self) -> None:
-        """Remove the open temporary shard and the shards already finished."""
+        """Remove the open temporary shard and the shards already finished (and drop the buffer)."""
+        self._buffer, self._buffered = [], 0
         if self._tar is not None:
             with contextlib.suppress(Exception):
                 self._tar.close()
@@ -272,10 +309,11 @@ class ShardSet:
             raise name_os_error(exc, self.out_dir) from None
         return self
 
-    def writer(self, split: str, maxcount: int = 1000, maxsize: int = 1 << 30) -> ShardWriter:
-        """A writer of one split's shards into the staging folder."""
+    def writer(self, split: str, maxcount: int = 1000, maxsize: int = 1 << 30, mix_bytes: int = 0,
+               seed: int = 0) -> ShardWriter:
+        """A writer of one split's shards into the staging folder (arguments: ShardWriter's)."""
         assert self.staging is not None, "use ShardSet as a context manager"
-        writer = ShardWriter(self.staging, split, maxcount, maxsize)
+        writer = ShardWriter(self.staging, split, maxcount, maxsize, mix_bytes, seed)
         self.writers.append(writer)
         return writer
 

@@ -6,8 +6,10 @@ decimal text, where the scene has a class) and `json` (scene id, view, class nam
 world frame, width, height, world_from_grid). Scenes, never views, are split into train / val: the sorted scene
 ids are permuted by `seed` and the first round(val_fraction * n) go to val (at least one when val_fraction > 0
 and there are two or more scenes). Class ids index `classes`: the sorted class names of every packed scene.
-Within a split, scenes go in sorted order and views in cameras.json order, so a rerun gives byte-identical
-shards (see `perfdata.shards`).
+Within a split, scenes are read in sorted order and views in cameras.json order, and the samples pass a seeded
+shuffle buffer of `mix_bytes` (1 GiB; `--mix-mb`) on their way into the shards, so each shard mixes many scenes and
+classes (a split smaller than the buffer is written in a uniform random order; 0 keeps scene order). A rerun
+gives byte-identical shards (see `perfdata.shards`).
 
 Each split is one item of the per-scene runner (`perfdata.runner`; markers in `<out>/.perfdata/pack/`), so
 splits are written in parallel on any executor, a failing split never stops the other, and a rerun keeps a
@@ -68,6 +70,8 @@ class SplitPlan:
     classes: tuple[str, ...]
     maxcount: int
     maxsize: int
+    mix_bytes: int = 0
+    seed: int = 0
 
     def key(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -106,7 +110,8 @@ def pack_renders(renders_dir: str | Path, out_dir: str | Path, cfg: PackConfig,
     if cfg.dry_run or run.dry_run:
         counts = {k: sum(len(metas[s].views) for s in v) for k, v in splits.items()}
         return PackResult(out_dir, None, (), counts, scenes, classes, tuple(incomplete), tuple(low))
-    plans = {name: SplitPlan(name, ids, classes, cfg.maxcount, cfg.maxsize) for name, ids in scenes.items()}
+    plans = {name: SplitPlan(name, ids, classes, cfg.maxcount, cfg.maxsize, cfg.mix_bytes, cfg.seed)
+             for name, ids in scenes.items()}
     markers = Markers.beside(out_dir, "pack")
     index: Path | None = None
     shards: tuple[ShardInfo, ...] = ()
@@ -157,7 +162,7 @@ def pack_split(renders_dir: str, staging: str, plans: dict[str, SplitPlan], spli
     the shards written (names relative to the set)."""
     plan = plans[split]
     root = Path(renders_dir)
-    with ShardWriter(staging, split, plan.maxcount, plan.maxsize) as writer:
+    with ShardWriter(staging, split, plan.maxcount, plan.maxsize, plan.mix_bytes, plan.seed) as writer:
         for sid in plan.scenes:
             meta = read_render(root / sid)
             cid = class_index(plan.classes, meta.class_name)

@@ -131,7 +131,8 @@ def render_to_shards(
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
     n_views = 0
     with ShardSet(out_dir) as shard_set:  # written whole, index.json switched last (perfdata.shards)
-        writers = {name: shard_set.writer(name, cfg.pack.maxcount, cfg.pack.maxsize) for name in splits}
+        writers = {name: shard_set.writer(name, cfg.pack.maxcount, cfg.pack.maxsize, cfg.pack.mix_bytes, cfg.pack.seed)
+                   for name in splits}
         for info in infos:
             tiles = ContactTiles(cfg.contact_views, 1)
             cid = class_index(classes, info.class_name)

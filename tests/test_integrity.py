@@ -304,7 +304,8 @@ def test_4_export_and_pack_on_a_full_disk(pipeline: dict[str, Path], tmp_path: P
     assert left and all(p.startswith(str(disk / ".s.zarr.perfdata")) for p in left), left
     disk2 = tmp_path / "disk2"
     run, left = _on_full_disk(disk2, "48k", [*PERFDATA, "pack", "--renders", str(pipeline["renders"]), "--out",
-                                             str(disk2 / "shards"), "--maxcount", "1"])
+                                             str(disk2 / "shards"), "--maxcount", "1", "--mix-mb", "0"])
+    # (--mix-mb 0: shards go out as samples arrive, so the disk fills while a shard is written, not all at once)
     out = run.stdout + run.stderr
     assert run.returncode == 1 and f'"error": "{disk2}/shards/.pack-' in run.stderr, out
     assert ': no space left on device"' in run.stderr

@@ -20,17 +20,19 @@ if TYPE_CHECKING:
 @click.option("--maxsize", type=int, default=1 << 30, show_default=True, help="Bytes per shard at most.")
 @click.option("--split-by", type=click.Choice(["scene"]), default="scene", show_default=True)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Fraction of scenes for val.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scene split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scene split and sample order.")
+@click.option("--mix-mb", type=click.IntRange(0), default=1024, show_default=True,
+              help="Shuffle buffer (MiB) samples pass on their way into the shards, so shards mix scenes; 0: scene order.")
 @click.option("--min-psnr", type=float, help="Leave out (and list) scenes whose fit PSNR is below this.")
 @runner_options
 def pack(renders: str, out: str, maxcount: int, maxsize: int, split_by: str, val_fraction: float, seed: int,
-         min_psnr: float | None, run: RunConfig) -> None:
+         mix_mb: int, min_psnr: float | None, run: RunConfig) -> None:
     """Pack rendered views into deterministic WebDataset shards (a rerun is byte-identical), one runner item
     per split. Exits 1 if a split failed."""
     from perfdata.pipelines.pack import PackConfig, pack_renders
 
     cfg = PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed,
-                     split_by=split_by, min_psnr=min_psnr)
+                     split_by=split_by, min_psnr=min_psnr, mix_bytes=mix_mb << 20)
     res = pack_renders(renders, out, cfg, run)
     dry_run = run.dry_run
     rows = [(split, len(res.scenes[split]), res.n_samples.get(split, 0),

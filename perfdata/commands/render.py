@@ -41,11 +41,13 @@ if TYPE_CHECKING:
 @click.option("--maxcount", type=int, default=1000, show_default=True, help="With --shards: samples per shard.")
 @click.option("--maxsize", type=int, default=1 << 30, show_default=True, help="With --shards: bytes per shard.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="With --shards: val scenes.")
+@click.option("--mix-mb", type=click.IntRange(0), default=1024, show_default=True,
+              help="With --shards: shuffle buffer (MiB) mixing scenes into the shards, as `perfdata pack`; 0: scene order.")
 @runner_options
 def render(store: str | None, model: str | None, reader: str | None, data: str | None, source_views: int,
            out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
            poses: str, cameras_file: str | None, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
-           memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, run: RunConfig) -> None:
+           memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, mix_mb: int, run: RunConfig) -> None:
     """Render a store's scenes (or, with --model, unseen scenes through a generalizable run), one runner item
     per scene (--out; --shards renders in this process); completed scenes are kept on a rerun. Exits 1 if any
     scene failed."""
@@ -75,7 +77,7 @@ def render(store: str | None, model: str | None, reader: str | None, data: str |
         scenes=scene_ids, n_views=views, size=size, poses=poses, cameras_file=cameras_file, what=tuple(w for w in what.split(",") if w),
         depth_format=depth_format, min_psnr=min_psnr, seed=seed, device=device, memory_budget_mb=memory_budget,
         shards=shards_dir is not None, dry_run=run.dry_run,
-        pack=PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed),
+        pack=PackConfig(maxcount=maxcount, maxsize=maxsize, val_fraction=val_fraction, seed=seed, mix_bytes=mix_mb << 20),
     )
     assert store is not None  # exactly one of --store and --model; --model returned above
     with _progress() as report:

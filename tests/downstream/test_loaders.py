@@ -77,7 +77,7 @@ def test_shard_folder_errors(shard_dir: Path, tmp_path: Path) -> None:
     shard(broken, "val-000000.tar").unlink()
     with pytest.raises(InputError, match="val-000000.tar"):
         L.ShardData.open(broken)
-    shutil.copy(shard(shard_dir, "train-000001.tar"), shard(broken, "train-000000.tar"))
+    shard(broken, "train-000000.tar").write_bytes(shard(shard_dir, "train-000000.tar").read_bytes() + bytes(512))
     shutil.copy(shard(shard_dir, "val-000000.tar"), shard(broken, "val-000000.tar"))
     with pytest.raises(ChecksumError, match="train-000000.tar: is .* bytes, index.json says"):
         L.ShardData.open(broken)
@@ -153,3 +153,24 @@ def test_hflip_mirrors_about_half_the_views_seeded(shard_dir: Path) -> None:
     assert torch.equal(again["x"], b["x"])
     (other,) = list(L.shard_pipeline(data, flip, epoch=1))
     assert not torch.equal(other["x"], b["x"])
+
+
+def test_colour_aug_recolours_the_asked_share_of_views_seeded(shard_dir: Path) -> None:
+    import numpy as np
+    from perfdata.downstream.recolour import colour_transform, recolour_image
+
+    data = L.ShardData.open(shard_dir)
+    plain = L.ShardLoaderConfig("train", batch_size=100, size=16, shuffle_buffer=0)
+    col = L.ShardLoaderConfig("train", batch_size=100, size=16, shuffle_buffer=0, colour_aug=0.25)
+    (a,) = list(L.shard_pipeline(data, plain))
+    (b,) = list(L.shard_pipeline(data, col))
+    assert b["key"] == a["key"] and torch.equal(b["y"], a["y"])
+    changed = [not torch.equal(ax, bx) for ax, bx in zip(a["x"], b["x"], strict=True)]
+    assert 4 < sum(changed) < 26  # 54 views, p = 1/4
+    (again,) = list(L.shard_pipeline(data, col))
+    assert torch.equal(again["x"], b["x"])
+    # by hand: a permutation with gains about grey, then a shift, clamped
+    m, shift = colour_transform(np.random.default_rng(0))
+    x = torch.rand(3, 4, 5)
+    want = torch.stack([0.5 + m[i].max() * (x[int(m[i].argmax())] - 0.5) + shift[i] for i in range(3)]).clamp(0, 1)
+    assert torch.allclose(recolour_image(x, m, shift), want.float(), atol=1e-6)

@@ -4,6 +4,12 @@ a room's semantics are unchanged. Dense volumes, sparse cells and their labels m
 coefficients are rotated with the grid (a quarter turn of a radiance field also turns its view dependence), so
 "sh" features stay a field seen from rotated directions rather than colours from the wrong side.
 
+With `colour` > 0 an item is also re-coloured with that probability (recolour.py's colour_transform: RGB channels
+permuted, scaled about grey, shifted). Colour is 0.5 + sum_k c_k Y_k(d) (models/sh.py), so the new field is
+exact in SH space: the channels' coefficient blocks mix by the 3x3 matrix, and the shift moves the DC coefficient
+of occupied cells by shift / C0. A class whose colour is arbitrary (a synthetic object, a mug) then has to be
+recognised by its shape; leave it 0 where colour is part of the class (an apple, a stop sign).
+
     ds = AugmentedGrids(StoreGridDataset(...), seed=0)   # train split only
     ds.set_epoch(e)                                       # draws from default_rng([seed, epoch, index])
 
@@ -18,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from perfdata.downstream.recolour import colour_transform
 
 N_SYMMETRIES = 8
 N_COLOURS = 3
@@ -63,6 +70,24 @@ def rotate_sh(feats: torch.Tensor, k: int, flip: bool, n_sh: int) -> torch.Tenso
     return out
 
 
+def recolour_sh(feats: torch.Tensor, m: np.ndarray, shift: np.ndarray, n_sh: int) -> torch.Tensor:
+    """feats (..., C) whose first column is occupancy and last n_sh columns are SH [R.., G.., B..] -> a new
+    tensor whose SH describe colour' = 0.5 + m (colour - 0.5) + shift (colour_transform): channel blocks mixed by
+    m, and shift / C0 added to the DC coefficients of occupied cells (occupancy > 0; empty cells stay zero)."""
+    from perfdata.models.sh import C0
+
+    out = feats.clone()
+    if n_sh == 0:
+        return out
+    nb = n_sh // N_COLOURS
+    sh = feats[..., -n_sh:].reshape(*feats.shape[:-1], N_COLOURS, nb)
+    new = torch.from_numpy(m).to(feats.dtype) @ sh
+    occupied = (feats[..., :1] > 0).to(feats.dtype)
+    new[..., 0] += occupied * torch.from_numpy(shift / C0).to(feats.dtype)
+    out[..., -n_sh:] = new.reshape(*feats.shape[:-1], n_sh)
+    return out
+
+
 def transform_volume(v: torch.Tensor, k: int, flip: bool, first: int) -> torch.Tensor:
     """A (..., X, Y, Z, ...) volume whose x axis is dim `first` (y = first + 1): mirrored in x, then turned."""
     if flip:
@@ -80,23 +105,32 @@ def transform_coords(coords: torch.Tensor, k: int, flip: bool, reso: int) -> tor
     return torch.stack([x, y, z], dim=1).to(coords.dtype)
 
 
-def transform_item(item: dict[str, torch.Tensor], k: int, flip: bool, reso: int, n_sh: int) -> dict[str, torch.Tensor]:
-    """A StoreGridDataset item (dense {"x", "y"} or sparse {"coords", "feats", "y"}) under symmetry (k, flip)."""
+def transform_item(item: dict[str, torch.Tensor], k: int, flip: bool, reso: int, n_sh: int,
+                   colour: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """A StoreGridDataset item (dense {"x", "y"} or sparse {"coords", "feats", "y"}) under symmetry (k, flip),
+    re-coloured by `colour` (colour_transform's (m, shift)) when given."""
+
+    def feats_of(f: torch.Tensor) -> torch.Tensor:
+        f = rotate_sh(f, k, flip, n_sh)
+        return f if colour is None else recolour_sh(f, *colour, n_sh)
+
     y = item["y"]
     if "coords" in item:
-        return {"coords": transform_coords(item["coords"], k, flip, reso),
-                "feats": rotate_sh(item["feats"], k, flip, n_sh), "y": y.clone()}
+        return {"coords": transform_coords(item["coords"], k, flip, reso), "feats": feats_of(item["feats"]),
+                "y": y.clone()}
     x = transform_volume(item["x"], k, flip, 1)
-    x = rotate_sh(x.movedim(0, -1), k, flip, n_sh).movedim(-1, 0).contiguous()
+    x = feats_of(x.movedim(0, -1)).movedim(-1, 0).contiguous()
     return {"x": x, "y": transform_volume(y, k, flip, 0) if y.ndim == 3 else y.clone()}
 
 
 class AugmentedGrids(torch.utils.data.Dataset):
     """A grid dataset whose item i of epoch e is under a symmetry drawn from default_rng([seed, e, i]) (the same
-    draw with any number of DataLoader workers or processes)."""
+    draw with any number of DataLoader workers or processes), and with probability `colour` (items with SH
+    only) re-coloured by a colour_transform drawn from the same generator."""
 
-    def __init__(self, base: Any, seed: int, reso: int, n_sh: int) -> None:
+    def __init__(self, base: Any, seed: int, reso: int, n_sh: int, colour: float = 0.0) -> None:
         self.base, self.seed, self.reso, self.n_sh, self.epoch = base, seed, reso, n_sh, 0
+        self.colour = colour
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -105,5 +139,7 @@ class AugmentedGrids(torch.utils.data.Dataset):
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        draw = int(np.random.default_rng([self.seed, self.epoch, i]).integers(N_SYMMETRIES))
-        return transform_item(self.base[i], draw % 4, draw >= 4, self.reso, self.n_sh)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        draw = int(rng.integers(N_SYMMETRIES))
+        colour = colour_transform(rng) if self.n_sh and self.colour > 0 and rng.random() < self.colour else None
+        return transform_item(self.base[i], draw % 4, draw >= 4, self.reso, self.n_sh, colour)

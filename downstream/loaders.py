@@ -12,7 +12,7 @@
 Stages: shard list (permuted by (seed, epoch)) -> `split_by_node` (torch.distributed rank) -> `split_by_worker`
 (DataLoader worker) -> tar members grouped into samples -> scene selection (`--scenes`) -> shuffle buffer ->
 decode + resize -> background augmentation (train only, `bgaug.py`) -> left-right mirror (train, `hflip`) ->
-batches. Every process and worker reads a
+re-colouring (train, `colour_aug`, recolour.py) -> batches. Every process and worker reads a
 disjoint set of shards, so with N processes x K workers a split needs at least N shards (and gains from N * K).
 A sample lacking a member, with an undecodable PNG, or whose json class_name disagrees with index.json's classes is
 an InputError naming shard and key, or (skip_bad) a logged, counted skip.
@@ -71,6 +71,8 @@ class ShardLoaderConfig:
     """Skip (log and count) samples with a missing or undecodable member instead of raising."""
     hflip: bool = False
     """Mirror each view left-right with probability 1/2 (seeded like the augmentation; label maps too)."""
+    colour_aug: float = 0.0
+    """Probability of re-colouring a view (recolour.py: channels permuted, gains and shifts about grey)."""
 
 
 def is_url(root: str | Path) -> bool:
@@ -340,6 +342,8 @@ def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0, back
                                         epoch=epoch))
     if cfg.hflip:
         stages.append(functools.partial(flip_stage, seed=cfg.seed, epoch=epoch))
+    if cfg.colour_aug:
+        stages.append(functools.partial(colour_stage, p=cfg.colour_aug, seed=cfg.seed, epoch=epoch))
     stages.append(functools.partial(batch_stage, batch_size=cfg.batch_size))
     return wds.DataPipeline(*stages)
 
@@ -360,6 +364,26 @@ def flip_stage(src: Iterable[dict[str, Any]], seed: int, epoch: int) -> Iterator
             item["x"] = item["x"].flip(-1)
             if "seg" in item:
                 item["seg"] = item["seg"].flip(-1)
+        yield item
+
+
+def colour_stage(src: Iterable[dict[str, Any]], p: float, seed: int, epoch: int) -> Iterator[dict[str, Any]]:
+    """Views re-coloured (recolour.colour_transform; "recoloured" records it) with probability p, drawn from
+    default_rng([seed, epoch, rank, worker, 2]) for every view, so the draws do not depend on the content."""
+    import webdataset as wds
+    from perfdata.downstream.recolour import colour_transform, recolour_image
+
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    rng = np.random.default_rng([seed, epoch, rank, worker, 2])
+    for item in src:
+        if "x" not in item:
+            yield item
+            continue
+        change = bool(rng.random() < p)
+        m, shift = colour_transform(rng)  # drawn for every view, so one view's draw does not shift the next's
+        item = dict(item, recoloured=change)
+        if change:
+            item["x"] = recolour_image(item["x"], m, shift)
         yield item
 
 

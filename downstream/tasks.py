@@ -75,8 +75,9 @@ def prepare_shards(cfg: TrainConfig, dist: DistInfo) -> TaskData:
     val_data = open_val_shards(cfg, data)
     scenes = tuple(cfg.scenes)
     train_cfg = L.ShardLoaderConfig("train", cfg.batch_size, cfg.size, cfg.shuffle_buffer, cfg.seed,
-                                    bg_aug=cfg.bg_aug, scenes=scenes, skip_bad=cfg.skip_bad, hflip=cfg.hflip)
-    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0, bg_aug=0.0, hflip=False)
+                                    bg_aug=cfg.bg_aug, scenes=scenes, skip_bad=cfg.skip_bad, hflip=cfg.hflip,
+                                    colour_aug=cfg.colour_aug)
+    val_cfg = dataclasses.replace(train_cfg, split="val", shuffle_buffer=0, bg_aug=0.0, hflip=False, colour_aug=0.0)
     bank = None
     if cfg.bg_aug > 0:
         bank = bgaug.load_backgrounds(data, "train", cfg.size, train_cfg.bg_per_scene,
@@ -149,7 +150,7 @@ def prepare_store(cfg: TrainConfig, dist: DistInfo) -> TaskData:
         from perfdata.downstream.augment3d import AugmentedGrids
 
         n_sh = in_channels - 1 - ("density" in G.feature_arrays(cfg.features)) if "sh" in cfg.features else 0
-        train_set = AugmentedGrids(train_set, cfg.seed, cfg.reso, n_sh)
+        train_set = AugmentedGrids(train_set, cfg.seed, cfg.reso, n_sh, cfg.colour_aug)
     sampler = torch.utils.data.distributed.DistributedSampler(
         train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
         drop_last=dist.enabled)

@@ -105,6 +105,10 @@ class TrainConfig:
     augment_3d: bool = True
     """cls3d / seg3d: each training grid under a seeded symmetry that keeps z up (a mirror and quarter turns
     about z, SH rotated along; augment3d.py)."""
+    colour_aug: float = 0.0
+    """Probability of re-colouring a training input (recolour.py: RGB channels permuted, gains and shifts about
+    grey): cls2d views; cls3d / seg3d grids with SH features (exact on the SH). For classes whose colour is
+    arbitrary."""
     workers: int = 0
     """DataLoader worker processes per training process."""
     scenes: tuple[str, ...] = ()
@@ -133,6 +137,8 @@ class TrainConfig:
             raise ConfigError(f"class_balance is a power in [0, 1], got {self.class_balance}")
         if not 0.0 <= self.bg_aug <= 1.0:
             raise ConfigError(f"--bg-aug is a probability in [0, 1], got {self.bg_aug}")
+        if not 0.0 <= self.colour_aug <= 1.0:
+            raise ConfigError(f"--colour-aug is a probability in [0, 1], got {self.colour_aug}")
         if self.eval_images:
             from perfdata.downstream.outputs import parse_reader_path
 

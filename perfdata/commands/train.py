@@ -34,6 +34,8 @@ _common = _options(
     click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
                  help="Data-parallel processes on this machine (gloo on CPU, nccl on GPU); or start with torchrun."),
     click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (same settings)."),
+    click.option("--colour-aug", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                 help="Probability of re-colouring a training input (RGB permuted, gains, shifts; SH of grids)."),
 )
 
 _grid = _options(

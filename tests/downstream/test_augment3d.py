@@ -10,6 +10,7 @@ import pytest
 import torch
 from perfdata.downstream import augment3d as A
 from perfdata.downstream import grids as G
+from perfdata.downstream.recolour import colour_transform
 from perfdata.models.sh import eval_sh_basis
 
 from perfdata.store import open_store
@@ -71,3 +72,33 @@ def test_augmented_dataset_is_seeded_per_epoch(object_store: Path) -> None:
         assert all(int(aug[i]["y"]) == int(base[i]["y"]) for i in range(4))
         epochs.append(torch.stack(items))
     assert not all(torch.equal(epochs[0], other) for other in epochs[1:])  # the draws change with the epoch
+
+
+def test_recolouring_is_exact_on_the_field() -> None:
+    # colour' = 0.5 + M (colour - 0.5) + shift at every direction, with colour = 0.5 + sum_k c_k Y_k(d) unclamped
+    rng = np.random.default_rng(5)
+    sh = torch.from_numpy(rng.normal(scale=0.3, size=(6, 27))).float()
+    feats = torch.cat([torch.tensor([1.0, 0.5, 0.2, 1.0, 0.0, 0.0])[:, None], torch.ones(6, 1), sh], dim=1)
+    feats[4:, 2:] = 0.0  # the last two cells are empty: zero features
+    m, shift = colour_transform(np.random.default_rng(1))
+    assert sorted(np.count_nonzero(m, axis=0)) == [1, 1, 1] and np.all((m == 0) | ((m >= 0.6) & (m <= 1.4)))
+    out = A.recolour_sh(feats, m, shift, 27)
+    assert torch.equal(out[:, :2], feats[:, :2]) and torch.equal(out[4:], feats[4:])  # empty cells stay zero
+    dirs = rng.normal(size=(9, 3))
+    basis = eval_sh_basis(torch.from_numpy(dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).float())
+    before = torch.einsum("ncb,db->ndc", sh[:4].view(4, 3, 9), basis) + 0.5
+    after = torch.einsum("ncb,db->ndc", out[:4, 2:].reshape(4, 3, 9), basis) + 0.5
+    want = 0.5 + (before - 0.5) @ torch.from_numpy(m).float().T + torch.from_numpy(shift).float()
+    assert torch.allclose(after, want, atol=1e-5)
+
+
+def test_colour_augmentation_draws_are_seeded_and_keep_the_label(object_store: Path) -> None:
+    store = open_store(str(object_store))
+    base = G.StoreGridDataset(store, store.scene_ids[:3], 8, "cls", store.root.classes, preload=True,
+                              features="sh+density")
+    plain, coloured = A.AugmentedGrids(base, 3, 8, 27), A.AugmentedGrids(base, 3, 8, 27, colour=1.0)
+    for i in range(3):
+        p, c, again = plain[i], coloured[i], A.AugmentedGrids(base, 3, 8, 27, colour=1.0)[i]
+        assert torch.equal(c["x"], again["x"]) and int(c["y"]) == int(p["y"])
+        assert torch.equal(c["x"][:2], p["x"][:2])  # the same symmetry: occupancy and density unchanged
+        assert not torch.allclose(c["x"][2:], p["x"][2:])  # the SH are re-coloured

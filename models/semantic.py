@@ -111,8 +111,11 @@ class SemanticRender:
     Attributes:
         logits: (n_rays, C) composited logits (differentiable in `leaf`).
         opacity: (n_rays,) sum of the weights (no grad).
-        rows: (k,) int64 field rows behind `leaf`; leaf: (k, C) those rows as a leaf tensor.
+        rows: (k,) int64 field rows behind `leaf` (those the samples touch, and any `extra_rows`); leaf: (k, C)
+            those rows as a leaf tensor.
         n_samples: composited samples.
+        row_map: (n_rows,) int32 position of each field row in `rows`, -1 for rows not there (with extra_rows
+            only, for adding another loss's gradient into the leaf's: `plenoxel_train.tv_grads_into`).
     """
 
     logits: torch.Tensor
@@ -120,15 +123,17 @@ class SemanticRender:
     rows: torch.Tensor
     leaf: torch.Tensor
     n_samples: int
+    row_map: torch.Tensor | None = None
 
 
 def render_logits_train(
     grid: PlenoxelGrid, accel: Accel, field: SemanticField, origins: torch.Tensor, dirs: torch.Tensor,
-    offset: torch.Tensor | float = 0.5, weight_thresh: float = 1e-4,
+    offset: torch.Tensor | float = 0.5, weight_thresh: float = 1e-4, extra_rows: torch.Tensor | None = None,
 ) -> SemanticRender:
     """Composited logits of cube rays (origins (n_rays, 3), unit dirs (n_rays, 3)), differentiable in the rows
     of `field.logits` they touch only (a compact leaf, as `plenoxel_train.render_train` does for SH); the
-    compositing weights carry no grad. Samples with weight <= weight_thresh are skipped."""
+    compositing weights carry no grad. Samples with weight <= weight_thresh are skipped. `extra_rows` (int64,
+    repeats allowed; e.g. `plenoxel_train.tv_rows_touched`) join the leaf's rows, and `row_map` is returned."""
     n_rays = origins.shape[0]
     with torch.no_grad():
         ray_idx, _, u = march(accel, origins, dirs, offset)
@@ -141,11 +146,18 @@ def render_logits_train(
             f_ids, f_w = ids[sel], w[sel]
         else:
             f_ids, f_w = field_corners(field, u[sel], grid.reso)
-    rows, local = sampling.compact_rows(f_ids, field.n_rows)
+    row_map = None
+    if extra_rows is None:
+        rows, local = sampling.compact_rows(f_ids, field.n_rows)
+    else:
+        rows, local_all = sampling.compact_rows(torch.cat([f_ids.reshape(-1), extra_rows]), field.n_rows)
+        local = local_all[: f_ids.numel()].view_as(f_ids)
+        row_map = torch.full((field.n_rows,), -1, dtype=torch.int32, device=rows.device)
+        row_map[rows] = torch.arange(rows.numel(), dtype=torch.int32, device=rows.device)
     leaf = field.logits.index_select(0, rows).requires_grad_(True)
     values = sample_logits(leaf, local, f_w)
     logits = volrend.composite_packed(weights[sel], values, ray_idx[sel], n_rays)
-    return SemanticRender(logits, opacity, rows, leaf, int(sel.numel()))
+    return SemanticRender(logits, opacity, rows, leaf, int(sel.numel()), row_map)
 
 
 def semantic_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

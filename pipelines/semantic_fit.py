@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from perfdata.models import plenoxel, semantic
-from perfdata.models.optim import SparseAdam, merge_sparse
+from perfdata.models.optim import SparseAdam
 from perfdata.models.plenoxel import PlenoxelGrid
-from perfdata.models.plenoxel_train import tv_grads
+from perfdata.models.plenoxel_train import tv_grads_into, tv_rows_touched, tv_sample
 from perfdata.pipelines import plenoxel_fit
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 from perfdata.pipelines.semantic_labels import check_scene_labels, degrade, read_labels
@@ -78,17 +78,18 @@ class SemanticTrainer(plenoxel_fit.Trainer):
         idx = self.labelled[pick]
         offset = torch.rand(n_rays, generator=self.gen, device=self.device)
         accel = self.accel if sem.step_size == self.accel.step else dataclasses.replace(self.accel, step=sem.step_size)
-        out = semantic.render_logits_train(self.grid, accel, self.field, rays.origins[idx], rays.dirs[idx],
-                                           offset, sem.weight_thresh)
+        field, tv_rows, touched = self.field, None, None
+        if sem.tv > 0 and self.field_coords is not None:  # TV's rows join the render's leaf (no merge after)
+            tv_rows = tv_sample(field.n_rows, sem.tv_fraction, self.gen, self.device)
+            touched = tv_rows_touched(field.links, self.field_coords, tv_rows)
+        out = semantic.render_logits_train(self.grid, accel, field, rays.origins[idx], rays.dirs[idx],
+                                           offset, sem.weight_thresh, touched)
         ce = semantic.semantic_loss(out.logits, self.labels[idx])
         (sem.weight * ce).backward()
-        parts = [(out.rows, plenoxel_fit._grad(out.leaf))]
-        if sem.tv > 0 and self.field_coords is not None:
-            n_tv = max(1, int(sem.tv_fraction * self.field.n_rows))
-            tv_rows = torch.randint(self.field.n_rows, (n_tv,), generator=self.gen, device=self.device)
-            parts.append(tv_grads(self.field.logits, self.field.links, self.field_coords, tv_rows, sem.tv))
-        rows, g = merge_sparse(parts, self.field.n_rows)
-        self.opt_l.step_(self.field.logits, rows, g, plenoxel_fit.decayed(sem.lr, sem.lr_final, frac))
+        g = plenoxel_fit._grad(out.leaf)
+        if tv_rows is not None and out.row_map is not None and self.field_coords is not None:
+            tv_grads_into(field.logits, field.links, self.field_coords, tv_rows, sem.tv, out.row_map, g)
+        self.opt_l.step_(field.logits, out.rows, g, plenoxel_fit.decayed(sem.lr, sem.lr_final, frac))
         self.n_label_rays += n_rays
         self.n_label_samples += out.n_samples
         return float(ce.detach())

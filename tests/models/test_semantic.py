@@ -123,3 +123,31 @@ def test_sparse_adam_updates_only_its_rows_as_by_hand() -> None:
     m, v = 0.1 * g, 0.01 * g * g
     expected = torch.where(v > 0, -0.1 * m / v.sqrt(), torch.zeros_like(v))
     assert torch.all(param[[0, 2]] == 0) and torch.allclose(param[[1, 3]], expected)
+
+
+def test_tv_rows_in_the_leaf_give_the_merged_gradient() -> None:
+    # the label step's route (TV rows joined to the render's leaf, TV added in place) against the render's
+    # gradient merged with tv_grads' sparse one
+    from perfdata.models.optim import merge_sparse
+    from perfdata.models.plenoxel_train import tv_grads, tv_grads_into, tv_rows_touched
+
+    grid = uniform_grid()
+    rng = torch.Generator().manual_seed(0)
+    field = semantic.SemanticField(grid.links, torch.randn(grid.n_voxels, 4, generator=rng))
+    coords = semantic.link_coords(field.links)
+    o = torch.tensor([[-2.0, 0.1, -0.3], [-2.0, -0.4, 0.2]])
+    d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0.05], [1.0, -0.2, 0.1]]), dim=-1)
+    labels = torch.tensor([1, 3])
+    tv_rows = torch.tensor([0, 9, 100, 300, 511])
+    plain = semantic.render_logits_train(grid, plenoxel.build_accel(grid), field, o, d, 0.5, 1e-4)
+    semantic.semantic_loss(plain.logits, labels).backward()
+    rows_a, g_a = merge_sparse([(plain.rows, plain.leaf.grad), tv_grads(field.logits, field.links, coords, tv_rows, 0.1)],
+                               field.n_rows)
+    touched = tv_rows_touched(field.links, coords, tv_rows)
+    joined = semantic.render_logits_train(grid, plenoxel.build_accel(grid), field, o, d, 0.5, 1e-4, touched)
+    assert torch.allclose(joined.logits, plain.logits)
+    semantic.semantic_loss(joined.logits, labels).backward()
+    assert joined.row_map is not None and torch.equal(joined.row_map[joined.rows].long(), torch.arange(len(joined.rows)))
+    g_b = joined.leaf.grad.clone()
+    tv_grads_into(field.logits, field.links, coords, tv_rows, 0.1, joined.row_map, g_b)
+    assert torch.equal(joined.rows, rows_a) and torch.allclose(g_b, g_a, atol=1e-6)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from perfdata.downstream.scenes import select_scene_ids
 
 from perfdata.errors import ChecksumError, ConfigError, InputError
-from perfdata.shardcheck import ShardEntry, open_shard_set, shard_samples
+from perfdata.shardcheck import ShardEntry, open_shard_set, shard_samples, url_samples
 from perfdata.shards import INDEX_NAME, read_index
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,8 @@ class ShardData:
 
     def sample_stage(self) -> Any:
         """Raw tar members -> samples: for local sets perfdata.shardcheck.shard_samples (counts and hashes each
-        shard as it streams), for URLs webdataset's tarfile_to_samples."""
-        import webdataset as wds
-
-        return shard_samples(self.entries) if self.entries else wds.tarfile_to_samples(handler=wds.reraise_exception)
+        shard as it streams), for URLs perfdata.shardcheck.url_samples."""
+        return shard_samples(self.entries) if self.entries else url_samples
 
     def split_scenes(self, split: str, patterns: Iterable[str] = ()) -> list[str]:
         """Scene ids of a split that match `patterns` (all without patterns)."""

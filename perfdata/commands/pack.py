@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Fraction of scenes for val.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scene split and sample order.")
 @click.option("--mix-mb", type=click.IntRange(0), default=1024, show_default=True,
-              help="Shuffle buffer (MiB) samples pass on their way into the shards, so shards mix scenes; 0: scene order.")
+              help="Shuffle buffer (MiB, per split) samples pass on their way into the shards, so shards mix scenes; 0: scene order.")
 @click.option("--min-psnr", type=float, help="Leave out (and list) scenes whose fit PSNR is below this.")
 @runner_options
 def pack(renders: str, out: str, maxcount: int, maxsize: int, split_by: str, val_fraction: float, seed: int,

@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,43 +346,48 @@ def shard_pipeline(data: ShardData, cfg: ShardLoaderConfig, epoch: int = 0, back
     return wds.DataPipeline(*stages)
 
 
-def flip_stage(src: Iterable[dict[str, Any]], seed: int, epoch: int) -> Iterator[dict[str, Any]]:
-    """Views mirrored left-right (x and seg; "flipped" records it) with probability 1/2, drawn from
-    default_rng([seed, epoch, rank, worker, 1]) for every view, so the draws do not depend on the content."""
+def _seeded_views(src: Iterable[dict[str, Any]], seed: int, epoch: int, stream: int,
+                  apply: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Items with a view ("x") through apply(item, rng), one generator default_rng([seed, epoch, rank, worker,
+    stream]) drawn in stream order (apply draws the same amount for every view, so the draws do not depend on
+    the content); other items pass as they are."""
     import webdataset as wds
 
     rank, _, worker, _ = wds.utils.pytorch_worker_info()
-    rng = np.random.default_rng([seed, epoch, rank, worker, 1])
+    rng = np.random.default_rng([seed, epoch, rank, worker, stream])
     for item in src:
-        if "x" not in item:
-            yield item
-            continue
+        yield apply(item, rng) if "x" in item else item
+
+
+def flip_stage(src: Iterable[dict[str, Any]], seed: int, epoch: int) -> Iterator[dict[str, Any]]:
+    """Views mirrored left-right (x and seg; "flipped" records it) with probability 1/2 (stream 1 of
+    _seeded_views)."""
+
+    def flip(item: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         item = dict(item, flipped=bool(rng.random() < 0.5))
         if item["flipped"]:
             item["x"] = item["x"].flip(-1)
             if "seg" in item:
                 item["seg"] = item["seg"].flip(-1)
-        yield item
+        return item
+
+    return _seeded_views(src, seed, epoch, 1, flip)
 
 
 def colour_stage(src: Iterable[dict[str, Any]], p: float, seed: int, epoch: int) -> Iterator[dict[str, Any]]:
-    """Views re-coloured (recolour.colour_transform; "recoloured" records it) with probability p, drawn from
-    default_rng([seed, epoch, rank, worker, 2]) for every view, so the draws do not depend on the content."""
-    import webdataset as wds
+    """Views re-coloured (recolour.colour_transform; "recoloured" records it) with probability p (stream 2 of
+    _seeded_views)."""
     from perfdata.downstream.recolour import colour_transform, recolour_image
 
-    rank, _, worker, _ = wds.utils.pytorch_worker_info()
-    rng = np.random.default_rng([seed, epoch, rank, worker, 2])
-    for item in src:
-        if "x" not in item:
-            yield item
-            continue
+    def recolour(item: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         change = bool(rng.random() < p)
         m, shift = colour_transform(rng)  # drawn for every view, so one view's draw does not shift the next's
         item = dict(item, recoloured=change)
         if change:
             item["x"] = recolour_image(item["x"], m, shift)
-        yield item
+        return item
+
+    return _seeded_views(src, seed, epoch, 2, recolour)
 
 
 def worker_loader(pipeline: Any, workers: int, seed: int) -> Iterable[dict[str, Any]]:

@@ -130,7 +130,7 @@ def tar_members(fh: Any) -> Iterator[dict[str, Any]]:
     """{"fname", "data"} of the regular files of an uncompressed tar stream, in order, read straight from its
     512-byte headers: ustar / GNU (perfdata's shards, and most writers'), GNU long names and pax `path` / `size`
     records; other members (directories, links) are skipped, as are webdataset's `__...__` meta names. Reads the
-    stream only forward, so `_Tally` sees every byte. About 10x cheaper per member than `tarfile`."""
+    stream only forward, so `_Tally` sees every byte. About 5x cheaper per member than `tarfile`."""
     long_name: str | None = None
     pax: dict[str, str] = {}
     while True:
@@ -190,7 +190,7 @@ def url_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     scheme webdataset's gopen opens): plain ustar / GNU shards read by `tar_members`, others by tarfile; used in
     place of `wds.tarfile_to_samples()` (which parses every header with tarfile)."""
     from webdataset.gopen import gopen
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    from webdataset.tariterators import group_by_keys
 
     def members() -> Iterator[dict[str, Any]]:
         for item in src:
@@ -198,9 +198,7 @@ def url_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             stream = gopen(url, "rb")
             try:
                 fh = _Buffered(stream)
-                head = fh.peek(_BLOCK)
-                plain = len(head) == _BLOCK and head[257:262] == b"ustar"
-                for member in tar_members(fh) if plain else tar_file_iterator(fh):
+                for member in _members(fh, fh.peek(_BLOCK)):
                     member["__url__"] = url
                     yield member
             finally:
@@ -209,17 +207,20 @@ def url_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return group_by_keys(members())
 
 
-def _is_plain_tar(fh: Any) -> bool:
-    """Whether the file starts with a ustar / GNU header (not compressed, not a v7 tar): tar_members reads it."""
-    head = os.pread(fh.fileno(), _BLOCK, 0)
-    return len(head) == _BLOCK and head[257:262] == b"ustar"
+def _members(fh: Any, head: bytes) -> Iterator[dict[str, Any]]:
+    """The tar members of stream `fh`, whose first bytes are `head`: by `tar_members` when it starts with a
+    ustar / GNU header, else (compressed, v7) by webdataset's tarfile-based iterator."""
+    from webdataset.tariterators import tar_file_iterator
+
+    plain = len(head) == _BLOCK and head[257:262] == b"ustar"
+    return tar_members(fh) if plain else tar_file_iterator(fh)
 
 
 def checked_files(src: Iterable[dict[str, Any]], entries: dict[str, ShardEntry]) -> Iterator[dict[str, Any]]:
     """{"url"} items -> tar members {"fname", "data", "__url__"}; after each shard, its sample count, size and
     sha256 are compared with index.json (module doc). Plain ustar / GNU shards are read by `tar_members`, any
     other tar (compressed, v7) by webdataset's tarfile-based iterator."""
-    from webdataset.tariterators import base_plus_ext, tar_file_iterator
+    from webdataset.tariterators import base_plus_ext
 
     for item in src:
         url = str(item["url"])
@@ -227,8 +228,7 @@ def checked_files(src: Iterable[dict[str, Any]], entries: dict[str, ShardEntry])
         n_samples, last = 0, None
         with open(entry.path, "rb") as fh:
             tally = _Tally(fh)
-            members = tar_members(tally) if _is_plain_tar(fh) else tar_file_iterator(tally)
-            for member in members:
+            for member in _members(tally, os.pread(fh.fileno(), _BLOCK, 0)):
                 key = base_plus_ext(member["fname"])[0]
                 if key != last:
                     n_samples, last = n_samples + 1, key

@@ -183,7 +183,10 @@ def run_on_client(client: Any, fn: Callable[[str], T], items: list[str],
     futures = {client.submit(fn, item, pure=False, resources=resources,
                              key=f"perfdata-{item}-{os.urandom(4).hex()}"): i for i, item in enumerate(items)}
     results: list[Any] = [None] * len(items)
-    for future in as_completed(futures):
+    # as_completed defaults to default_client()'s loop: with several clients in one process (the demo's fit
+    # groups, one client per thread) that is another client's, and results were left unseen (dask/distributed
+    # #4357, #3856): the demo test hung for 16 minutes with the task done on the scheduler
+    for future in as_completed(futures, loop=client.loop):
         index = futures[future]
         try:
             result = future.result()

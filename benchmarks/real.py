@@ -102,7 +102,7 @@ def main() -> None:
         if auto == "ndc":  # also one colour in a bounded cube on NDC's coarse-to-fine schedule: what NDC adds alone
             runs["single_colour_same_schedule"] = "learned"
             schedules["single_colour_same_schedule"] = {"resolution": (64, 128, 256), "upsample_at": (0.1, 0.45),
-                                                        "step_size": 1.0}
+                                                        "step_size": 2.0, "lr_sh": 3e-2, "lr_sh_final": 3e-3}
         for key, background in runs.items():
             log(f"{name}: {key}: background {background}, {seconds:.0f} s")
             entry[key] = run_fit(scene, config(name, background, seconds, marks, args.device, **schedules[key]))

@@ -56,15 +56,18 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
 def ndc_schedule(cfg: FitConfig) -> FitConfig:
     """The automatic schedule of an NDC fit: a third, coarser first stage (R/4, R/2, R, upsampled at 10% and 45%
     of the budget) -- a forward-facing scene fills the whole box at first, so the start must be cheap -- and,
-    unless set, one sample per x voxel (half a depth voxel: the depth axis has ndc_depth_ratio as many).
-    Measured on fern in benchmarks/real.py (README "Real captures")."""
+    unless set, one sample per two x voxels (one depth voxel: the depth axis has ndc_depth_ratio as many) and a
+    3x SH learning rate (3e-2 -> 3e-3: the few epochs a budget allows must move the colours further).
+    Measured on fern in benchmarks/real.py (README "Real captures"; the sweep behind it in the README too)."""
     final = cfg.resolution[-1]
     defaults = FitConfig()
     changes: dict = {"resolution": (max(final // 4, 2), max(final // 2, 2), final)}
     if cfg.upsample_at == defaults.upsample_at:
         changes["upsample_at"] = (0.1, 0.45)
     if cfg.step_size == defaults.step_size:
-        changes["step_size"] = 1.0
+        changes["step_size"] = 2.0
+    if (cfg.lr_sh, cfg.lr_sh_final) == (defaults.lr_sh, defaults.lr_sh_final):
+        changes.update(lr_sh=3e-2, lr_sh_final=3e-3)
     return dataclasses.replace(cfg, **changes)
 
 

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v5"))
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-train/v6"))
     ap.add_argument("--quick", action="store_true", help="few epochs (a smoke run; figures not meaningful)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from perfdata.pipelines.capture import choose_background
-from perfdata.pipelines.fit import fit_scene
+from perfdata.pipelines.fit import fit_scene, ndc_schedule
 from perfdata.pipelines.fitconfig import FitConfig
 
 from perfdata.readers import get_reader, list_scenes
@@ -101,8 +101,9 @@ def main() -> None:
         schedules: dict = {key: {} for key in runs}
         if auto == "ndc":  # also one colour in a bounded cube on NDC's coarse-to-fine schedule: what NDC adds alone
             runs["single_colour_same_schedule"] = "learned"
-            schedules["single_colour_same_schedule"] = {"resolution": (64, 128, 256), "upsample_at": (0.1, 0.45),
-                                                        "step_size": 2.0, "lr_sh": 3e-2, "lr_sh_final": 3e-3}
+            same = ndc_schedule(FitConfig(resolution=(256,)))
+            schedules["single_colour_same_schedule"] = {
+                k: getattr(same, k) for k in ("resolution", "upsample_at", "step_size", "lr_sh", "lr_sh_final")}
         for key, background in runs.items():
             log(f"{name}: {key}: background {background}, {seconds:.0f} s")
             entry[key] = run_fit(scene, config(name, background, seconds, marks, args.device, **schedules[key]))

@@ -16,6 +16,10 @@ Pipeline for a point x (cube frame of the scene, [-1, 1]^3) seen along a unit di
    angle between d and the view's ray), mixed with the prior colour by a learned gate. A point no view sees
    has a zero mask everywhere and gets the prior alone.
 Compositing goes through `perfdata.models.volrend` (`render_rays`).
+
+With classes, a 2D head (`source_logits`) also reads each source pixel's class from its encoder features; in
+training it is supervised by the source views' own labels (dense: every pixel of every source, against the
+few hundred rays of the 3D loss), which makes the features the views share carry the classes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 from perfdata.models import sampling, volrend
 from torch import nn
 
-ARCH_VERSION = 2
+ARCH_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class FieldConfig:
     semantic_hidden: int = 64
     """Width of the class-logit branch: its own MLP on the decoder's input, so labels do not compete with
     density and colour for the decoder's 64 features (0: logits from the decoder's last layer)."""
+    label_head_2d: bool = True
+    """With classes: the 2D head on the encoder's features (`GeneralizableField.source_logits`)."""
     n_freqs: int = 4
     """Frequencies of the positional encoding of the cube position."""
     sigma_scale: float = 20.0
@@ -189,6 +195,7 @@ class GeneralizableField(nn.Module):
         self.semantic = mlp([in_dec, cfg.semantic_hidden, k]) if cfg.semantic_hidden and k else None
         self.heads = nn.Linear(hd, 1 + (0 if self.semantic is not None else k) + 3 + 1)
         self.score = mlp([hv + 4, 16, 1])
+        self.head_2d = (nn.Sequential(nn.ReLU(), nn.Conv2d(hv, k, 1)) if cfg.label_head_2d and k else None)
 
     @property
     def view_first(self) -> nn.Linear:
@@ -205,6 +212,13 @@ class GeneralizableField(nn.Module):
         w_feat = first.weight[:, : self.cfg.feat_channels]
         feats = F.conv2d(self.encoder(images), w_feat[:, :, None, None], first.bias)
         return Sources(images, feats, proj, centres)
+
+    def source_logits(self, sources: Sources) -> torch.Tensor:
+        """(V, n_classes, H, W) class logits of every source pixel from its encoder features (the 2D head;
+        bilinear up to the image size)."""
+        assert self.head_2d is not None, "the model has no 2D label head"
+        return F.interpolate(self.head_2d(sources.features), size=tuple(self.cfg.image_size), mode="bilinear",
+                             align_corners=False)
 
     def point_features(self, sources: Sources, points: torch.Tensor) -> dict[str, torch.Tensor]:
         """Direction-independent part at points (n, 3): sigma (n,), logits (n, n_classes), and what the colour

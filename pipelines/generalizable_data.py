@@ -2,10 +2,13 @@
 cube frame, depth and labels (mapped into the model's label space), the background colour, and the choice of
 source views.
 
-Source views of a scene are chosen by farthest-point sampling over camera poses (centre in the cube frame
-and viewing axis), starting from one frame: on a ring of cameras they come out evenly spread, in a room they
-look in different directions. The evaluation protocol (fixed per scene) starts at frame 0; training starts at
-a random frame.
+Source views are chosen one of two ways (`SOURCE_CHOICES`), by distance between camera poses (centre in the
+cube frame and viewing axis):
+- spread: farthest-point sampling from one frame, one set for the whole scene (pixelNeRF's protocol): on a ring
+  of cameras they come out evenly spread, in a room they look in different directions. Evaluation starts at
+  frame 0; training at a random frame.
+- nearest: per target view, the k other frames nearest to it (IBRNet's, GNT's and GSN's protocol for rooms):
+  what the target sees is mostly in its sources.
 """
 
 from __future__ import annotations
@@ -171,11 +174,37 @@ def spread_views(centres: torch.Tensor, axes: torch.Tensor, k: int, start: int =
     return chosen
 
 
+def nearest_to_pose(centres: torch.Tensor, axes: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, k: int,
+                    exclude: Sequence[int] = ()) -> list[int]:
+    """The k frames whose (centre, axis) are nearest to (centre, axis), nearest first; never `exclude` nor a
+    frame at that very pose (a view is not its own source)."""
+    feats = torch.cat([centres, axes], dim=-1).double()
+    d = (feats - torch.cat([centre, axis]).double()).norm(dim=-1)
+    d[list(exclude)] = float("inf")
+    d[d < 1e-6] = float("inf")
+    return [int(i) for i in torch.argsort(d, stable=True)[:k]]
+
+
+def nearest_views(centres: torch.Tensor, axes: torch.Tensor, target: int, k: int) -> list[int]:
+    """The k frames nearest to frame `target` (`nearest_to_pose`), never `target` itself."""
+    return nearest_to_pose(centres, axes, centres[target], axes[target], k, exclude=[target])
+
+
 def nearest_view(centres: torch.Tensor, axes: torch.Tensor, target: int, among: Sequence[int]) -> int:
     """The frame of `among` whose (centre, axis) is nearest to frame `target`'s."""
     feats = torch.cat([centres, axes], dim=-1)
     d = (feats[list(among)] - feats[target]).norm(dim=-1)
     return int(among[int(d.argmin())])
+
+
+SOURCE_CHOICES = ("spread", "nearest")
+
+
+def sources_for(st: SceneTensors, choice: str, k: int, target: int, start: int = 0) -> list[int]:
+    """The k source frames of `st` for rendering frame `target` (module docstring; `start`: spread's first)."""
+    if choice == "nearest":
+        return nearest_views(st.centres.cpu(), st.axes.cpu(), target, k)
+    return spread_views(st.centres.cpu(), st.axes.cpu(), k, start)
 
 
 def eval_targets(n_frames: int, sources: Sequence[int], n_views: int) -> list[int]:

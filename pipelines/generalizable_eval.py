@@ -1,8 +1,9 @@
 """Rendering whole views of a scene through the generalizable field, the two baselines, and the held-out
 metrics of `perfdata fit --method generalizable`.
 
-Protocol (per held-out scene): the source views are `spread_views(k, start=0)`; the targets are up to
-`n_views` of the other frames, evenly spaced (`eval_targets`). On the same targets:
+Protocol (per held-out scene): the targets are up to `n_views` of the frames other than `spread_views(k,
+start=0)`, evenly spaced (`eval_targets`); their source views are those spread views (choice "spread") or, per
+target, its k nearest other frames (choice "nearest"; `generalizable_data.sources_for`). On the same targets:
 - psnr, ssim: the model's render (mean over all target views);
 - miou, accuracy, class_accuracy: argmax of the composited logits against the label maps (one confusion matrix
   pooled over the labelled held-out scenes' target pixels; ignore = -1), each over the classes present in the
@@ -29,6 +30,7 @@ from perfdata.pipelines.generalizable_data import (
     eval_targets,
     frame_rays,
     nearest_view,
+    sources_for,
     spread_views,
 )
 
@@ -130,15 +132,19 @@ class EvalTotals:
 
 
 def evaluate_scene(model: GeneralizableField, st: SceneTensors, k: int, n_views: int, n_samples: int,
-                   totals: EvalTotals, chunk: int | None = None) -> dict[str, float]:
+                   totals: EvalTotals, chunk: int | None = None, choice: str = "spread") -> dict[str, float]:
     """Add one held-out scene to `totals`; returns its own psnr (mean over its targets)."""
     from perfdata.downstream.metrics import confusion_matrix
 
-    src = spread_views(st.centres.cpu(), st.axes.cpu(), k, start=0)
-    sources = encode_sources(model, st, src)
-    fill = st.images[src].mean(dim=(0, 2, 3)).cpu()
+    spread = spread_views(st.centres.cpu(), st.axes.cpu(), k, start=0)
+    encoded: dict[tuple[int, ...], Sources] = {}
     psnrs = []
-    for t in eval_targets(st.n_frames, src, n_views):
+    for t in eval_targets(st.n_frames, spread, n_views):
+        src = sources_for(st, choice, k, t)
+        if tuple(src) not in encoded:
+            encoded[tuple(src)] = encode_sources(model, st, src)
+        sources = encoded[tuple(src)]
+        fill = st.images[src].mean(dim=(0, 2, 3)).cpu()
         out = render_frame(model, sources, st, t, n_samples, chunk)
         truth = image_hw3(st, t)
         pred = out["rgb"].clamp(0, 1)
@@ -157,9 +163,10 @@ def evaluate_scene(model: GeneralizableField, st: SceneTensors, k: int, n_views:
 
 @torch.no_grad()
 def evaluate_scenes(model: GeneralizableField, scenes: Sequence[SceneTensors], k: int, n_views: int,
-                    n_samples: int, chunk: int | None = None) -> tuple[dict[str, float], dict[str, float]]:
+                    n_samples: int, chunk: int | None = None,
+                    choice: str = "spread") -> tuple[dict[str, float], dict[str, float]]:
     """Held-out metrics over `scenes` (module docstring) and each scene's psnr."""
     totals = EvalTotals.empty(model.cfg.n_classes)
-    per_scene = {st.scene_id: evaluate_scene(model, st, k, n_views, n_samples, totals, chunk)["psnr"]
+    per_scene = {st.scene_id: evaluate_scene(model, st, k, n_views, n_samples, totals, chunk, choice)["psnr"]
                  for st in scenes}
     return totals.summary(), per_scene

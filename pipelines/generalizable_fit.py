@@ -6,10 +6,12 @@ A run folder RUN holds `model.safetensors` (model + Adam state + step; rewritten
 split, versions, metrics on the held-out scenes: psnr, ssim, miou where labels exist, baseline_warp_psnr where
 depth exists, baseline_mean_psnr; see `perfdata.pipelines.generalizable_eval`).
 
-Every step takes one training scene, `source_views` source frames spread by farthest-point sampling from a
-random frame, and `batch_rays` random pixels of two other frames; the loss is colour MSE, plus cross-entropy of
-the composited logits where labels exist and an L1 z-depth term where depth exists (training scenes only; the
-model never sees depth at inference).
+Every step takes one training scene and `batch_rays` random pixels of target frames: with `source_choice`
+spread, `source_views` source frames spread by farthest-point sampling from a random frame and two other
+frames as targets; with nearest, one random target frame and its `source_views` nearest other frames. The loss
+is colour MSE, plus, where labels exist, cross-entropy of the composited logits and of the 2D head's logits on
+the source views, and an L1 z-depth term where depth exists (training scenes only; the model never sees depth
+at inference).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from perfdata.pipelines.generalizable_ckpt import (
     save_checkpoint,
 )
 from perfdata.pipelines.generalizable_data import (
+    SOURCE_CHOICES,
     SceneTensors,
     check_scene,
     frame_rays,
     load_scene_tensors,
+    nearest_views,
     spread_views,
     union_label_names,
 )
@@ -60,6 +64,9 @@ class GeneralizableConfig:
 
     source_views: int = 3
     """Source views per scene (training and inference)."""
+    source_choice: str = "spread"
+    """How source views are picked, in training and in the held-out metrics: spread (one farthest-point set per
+    scene) or nearest (per target, its nearest other frames); `generalizable_data`."""
     steps: int = 1_000_000
     """Total optimisation steps (a resumed run counts its earlier steps)."""
     max_seconds: float | None = None
@@ -80,6 +87,9 @@ class GeneralizableConfig:
     class_balance: float = 0.5
     """Cross-entropy class weights (median frequency / frequency) ** class_balance over the training label
     maps (0: unweighted); small classes (a lamp, a chair) otherwise lose to walls and floors."""
+    label_2d_weight: float = 0.2
+    """Weight of the cross-entropy of the 2D head's logits against the source views' own labels (labelled
+    scenes; `FieldConfig.label_head_2d`); the same class weights."""
     detach_label_weights: bool = True
     """The cross-entropy composites the logits with gradient-free weights, so it cannot move density."""
     depth_weight: float = 0.1
@@ -98,6 +108,8 @@ class GeneralizableConfig:
     def __post_init__(self) -> None:
         if self.source_views < 1:
             raise ConfigError(f"--source-views must be at least 1, got {self.source_views}")
+        if self.source_choice not in SOURCE_CHOICES:
+            raise ConfigError(f"--source-choice must be one of {', '.join(SOURCE_CHOICES)}, got {self.source_choice!r}")
         if min(self.steps, self.batch_rays, self.n_samples, self.eval_samples, self.eval_views) < 1:
             raise ConfigError("steps, batch_rays, n_samples, eval_samples and eval_views must be positive")
         if not 0.0 < self.heldout_fraction < 1.0:
@@ -188,10 +200,14 @@ def training_loss(model: GeneralizableField, st: SceneTensors, cfg: Generalizabl
                   label_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Loss of one random batch of one scene, and its colour PSNR."""
     n = st.n_frames
-    start = int(torch.randint(n, (1,), generator=gen))
-    src = spread_views(st.centres.cpu(), st.axes.cpu(), cfg.source_views, start)
-    rest = torch.tensor([i for i in range(n) if i not in src])
-    targets = rest[torch.randperm(len(rest), generator=gen)[:2]]
+    first = int(torch.randint(n, (1,), generator=gen))
+    if cfg.source_choice == "nearest":
+        src = nearest_views(st.centres.cpu(), st.axes.cpu(), first, cfg.source_views)
+        targets = torch.tensor([first])
+    else:
+        src = spread_views(st.centres.cpu(), st.axes.cpu(), cfg.source_views, first)
+        rest = torch.tensor([i for i in range(n) if i not in src])
+        targets = rest[torch.randperm(len(rest), generator=gen)[:2]]
     h, w = st.size
     frame = targets[torch.randint(len(targets), (cfg.batch_rays,), generator=gen)]
     pix = torch.randint(h * w, (cfg.batch_rays,), generator=gen)
@@ -210,6 +226,10 @@ def training_loss(model: GeneralizableField, st: SceneTensors, cfg: Generalizabl
         if bool((lab >= 0).any()):
             loss = loss + cfg.semantic_weight * F.cross_entropy(out["logits"], lab, weight=label_weights,
                                                                 ignore_index=-1)
+        src_lab = st.labels[torch.as_tensor(src, device=st.labels.device)]
+        if model.head_2d is not None and cfg.label_2d_weight > 0 and bool((src_lab >= 0).any()):
+            loss = loss + cfg.label_2d_weight * F.cross_entropy(model.source_logits(sources), src_lab,
+                                                                weight=label_weights, ignore_index=-1)
     if st.depth is not None and cfg.depth_weight > 0:
         dep = st.depth[fr, px // w, px % w]
         known = dep > 0
@@ -273,7 +293,8 @@ def train(ckpt: Checkpoint, opt: torch.optim.Optimizer, scenes: Sequence[SceneTe
 def quick_heldout_psnr(model: GeneralizableField, heldout: Sequence[SceneTensors], cfg: GeneralizableConfig) -> float:
     """Held-out PSNR on one target view of up to 3 held-out scenes (for the curves)."""
     model.eval()
-    summary, _ = evaluate_scenes(model, list(heldout)[:3], cfg.source_views, 1, cfg.eval_samples)
+    summary, _ = evaluate_scenes(model, list(heldout)[:3], cfg.source_views, 1, cfg.eval_samples,
+                                 choice=cfg.source_choice)
     return summary["psnr"]
 
 
@@ -337,7 +358,8 @@ def fit_generalizable(scenes: Sequence[Scene], run: str | Path, cfg: Generalizab
     train(ckpt, opt, train_t, held_t, cfg, run, callback)
     save_checkpoint(run / CKPT_NAME, ckpt, opt)
     ckpt.model.eval()
-    summary, per_scene = evaluate_scenes(ckpt.model, held_t, cfg.source_views, cfg.eval_views, cfg.eval_samples)
+    summary, per_scene = evaluate_scenes(ckpt.model, held_t, cfg.source_views, cfg.eval_views, cfg.eval_samples,
+                                         choice=cfg.source_choice)
     plot_curves(run / "curves.png", ckpt.history)
     result = GeneralizableResult(run, summary, per_scene, ckpt.step, ckpt.seconds, str(device), split)
     atomic.write_json(run / "fit.json", run_record(result, cfg, field_cfg, names, ckpt, time.perf_counter() - wall))
@@ -351,7 +373,8 @@ def run_record(result: GeneralizableResult, cfg: GeneralizableConfig, field_cfg:
         "format_version": RUN_FORMAT_VERSION, "method": "generalizable", "status": "done",
         "config": cfg.to_dict(), "field": field_cfg.to_dict(), "seed": cfg.seed, "versions": versions(),
         "device": result.device, "wall_seconds": round(wall, 3), "train_seconds": round(result.train_seconds, 3),
-        "steps": result.steps, "source_views": cfg.source_views, "label_names": list(names),
+        "steps": result.steps, "source_views": cfg.source_views, "source_choice": cfg.source_choice,
+        "label_names": list(names),
         "scenes": result.split, "metrics": result.metrics, "per_scene_psnr": result.per_scene,
         "curve": ckpt.history.get("heldout", []), "checkpoint": CKPT_NAME,
     }

@@ -2,14 +2,16 @@
 views, written in the render folder format (`perfdata.pipelines.render`), so `perfdata pack` and the loaders
 take them.
 
-Per scene: the K source views are `spread_views(k, start=0)` over its frames; the cameras are the scene's other
-frames (`--poses train`, the first `n_views` of them), or interpolations / an orbit of all its frames
-(`perfdata.pipelines.poses`). Outputs follow the render stage's definitions with the field's own quantities:
+Per scene: the cameras are the frames other than `spread_views(k, start=0)` (`--poses train`, the first
+`n_views` of them), or interpolations / an orbit of all its frames (`perfdata.pipelines.poses`). Their K source
+views are those spread frames (source choice spread), or per camera the K frames nearest to its pose (nearest;
+the run's own choice unless `source_choice` says otherwise; `generalizable_data`). Outputs follow the render stage's definitions with the field's own quantities:
 depth is composited z-depth / opacity where opacity > 0.5 (else 0); with class logits, label is the argmax of
 the composited logits where opacity > 0.5 (else ignore), mask is the composited probability of the
 non-background classes > 0.5 and bg is the field rendered with each sample's density scaled by its background
 probability; without logits, mask is opacity > 0.5 and bg the background colour. cameras.json also records
-`model` (the run), `source_views` (frame names) and `label_names` (the model's classes).
+`model` (the run), `source_choice`, `source_views` (frame names; with nearest, each view's own in its camera
+entry) and `label_names` (the model's classes).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ import torch
 from perfdata.models.generalizable import GeneralizableField, Sources
 from perfdata.models.plenoxel import rays_to_cube
 from perfdata.pipelines.generalizable_ckpt import load_model
-from perfdata.pipelines.generalizable_data import SceneTensors, check_scene, load_scene_tensors, spread_views
+from perfdata.pipelines.generalizable_data import (
+    SOURCE_CHOICES,
+    SceneTensors,
+    check_scene,
+    load_scene_tensors,
+    nearest_to_pose,
+    spread_views,
+)
 from perfdata.pipelines.generalizable_eval import encode_sources, render_rays_chunked
 from perfdata.pipelines.poses import Camera, make_cameras
 from perfdata.pipelines.render_config import WHAT, RenderConfig
@@ -51,6 +60,8 @@ class ModelRenderConfig:
 
     source_views: int = 3
     """Source views per scene."""
+    source_choice: str | None = None
+    """spread or nearest (None: the run's own choice)."""
     n_views: int = 50
     """Views per scene (at most the frames left with --poses train)."""
     poses: str = "train"
@@ -134,31 +145,50 @@ def background_class_ids(names: Sequence[str], background: Sequence[str], device
     return torch.tensor([i for i, n in enumerate(names) if n in background], dtype=torch.long, device=device)
 
 
+def camera_sources(st: SceneTensors, cam: Camera, k: int) -> list[int]:
+    """The k frames of `st` nearest to camera `cam`'s pose (never a frame at that very pose)."""
+    grid_from_world = torch.from_numpy(np.linalg.inv(st.world_from_grid)).float()
+    c2w = torch.from_numpy(np.asarray(cam.c2w)).float()
+    centre = grid_from_world[:3, :3] @ c2w[:3, 3] + grid_from_world[:3, 3]
+    axis = grid_from_world[:3, :3] @ c2w[:3, 2]
+    return nearest_to_pose(st.centres.cpu(), st.axes.cpu(), centre, axis / axis.norm(), k)
+
+
 def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene, cfg: ModelRenderConfig, run: str,
                  device: torch.device, tiles: ContactTiles) -> tuple[SceneRender, Iterator]:
-    """The cameras.json meta of one scene and an iterator rendering its views one at a time."""
+    """The cameras.json meta of one scene and an iterator rendering its views one at a time (`cfg.source_choice`
+    must be set)."""
     check_scene(scene, cfg.source_views, model.cfg.image_size)
     st = load_scene_tensors(scene, names, labels=False).to(device)
     src = spread_views(st.centres.cpu(), st.axes.cpu(), cfg.source_views, start=0)
+    nearest = cfg.source_choice == "nearest"
     size = cfg.size or max(scene.frames[0].width, scene.frames[0].height)
     rc = render_config(cfg, size)
     seed = cfg.seed
     cams, kind = scene_cameras(scene, src, cfg, size, seed)
     what = tuple(w for w in cfg.what if w != "label" or model.cfg.n_classes)
     info = SceneInfo(scene.scene_id, scene.class_name, None, np.asarray(scene.world_from_grid), (), names or None)
+    frame_names = [f.name for f in scene.frames]
     meta = dataclasses.replace(scene_meta(info, rc, kind, seed, what), extra={
-        "model": str(run), "source_views": [scene.frames[i].name for i in src], "label_names": list(names)})
-    sources = encode_sources(model, st, src)
+        "model": str(run), "source_choice": cfg.source_choice,
+        "source_views": None if nearest else [frame_names[i] for i in src], "label_names": list(names)})
+    encoded = {tuple(src): encode_sources(model, st, src)}
     bg_ids = background_class_ids(names, cfg.background_labels, device)
     tiles.n_classes = max(len(names), 1)
     view_cfg = dataclasses.replace(cfg, what=what)
 
     def views() -> Iterator[tuple[dict[str, Any], dict[str, bytes]]]:
         for i, cam in enumerate(cams):
-            outputs = render_camera(model, sources, st, cam, view_cfg, bg_ids)
+            entry = cam.to_json(f"{i:05d}")
+            views_of = tuple(camera_sources(st, cam, cfg.source_views)) if nearest else tuple(src)
+            if views_of not in encoded:
+                encoded[views_of] = encode_sources(model, st, views_of)
+            if nearest:
+                entry["source_views"] = [frame_names[j] for j in views_of]
+            outputs = render_camera(model, encoded[views_of], st, cam, view_cfg, bg_ids)
             if "rgb" in outputs:
                 tiles.add(outputs)
-            yield cam.to_json(f"{i:05d}"), encode_view(outputs, cfg.depth_format)
+            yield entry, encode_view(outputs, cfg.depth_format)
 
     return meta, views()
 
@@ -168,14 +198,20 @@ def render_from_model(run: str | Path, scenes: Sequence[Scene], out_dir: str | P
                       ) -> ModelRenderResult:
     """Render every scene into out_dir/<scene_id>/, one runner item per scene (in this process; scenes already
     done are kept). Bad input (image sizes, too few views, a bad checkpoint) raises before anything is written."""
+    from perfdata.pipelines.generalizable_fit import read_run
+
     from perfdata.markers import Markers
     from perfdata.runner import RunConfig, StageJob, run_stage
 
     if cfg.poses not in ("train", "interpolate", "orbit"):
         raise ConfigError(f"--poses {cfg.poses!r}: choose train, interpolate or orbit")
+    if cfg.source_choice is not None and cfg.source_choice not in SOURCE_CHOICES:
+        raise ConfigError(f"--source-choice {cfg.source_choice!r}: choose {' or '.join(SOURCE_CHOICES)}")
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     ckpt = load_model(run, device)
+    if cfg.source_choice is None:
+        cfg = dataclasses.replace(cfg, source_choice=str(read_run(run).get("source_choice", "spread")))
     for scene in scenes:
         check_scene(scene, cfg.source_views, ckpt.model.cfg.image_size)
     out_dir = Path(out_dir)

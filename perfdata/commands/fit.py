@@ -45,6 +45,9 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
                    "the grid in NDC reaches to infinity, for forward-facing captures (LLFF).")
 @click.option("--source-views", type=click.IntRange(min=1), default=None,
               help="generalizable: source views per scene (default 3).")
+@click.option("--source-choice", type=click.Choice(["spread", "nearest"]), default=None,
+              help="generalizable: one spread set of source views per scene (default), or each target's nearest "
+                   "frames (for rooms).")
 @click.option("--resume", is_flag=True, help="generalizable: continue the run's checkpoint in OUT.")
 @click.option("--init-from", type=click.Path(file_okay=False), default=None,
               help="plenoxel: start from the prediction of this generalizable run.")
@@ -59,7 +62,7 @@ def _resolution(value: str | None) -> tuple[int, ...] | None:
 def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ...], device: str | None,
         steps: int | None, max_seconds: float | None, resolution: str | None, downscale: float | None,
         holdout_every: int | None, config_file: str | None, seed: int | None, source_views: int | None,
-        resume: bool, init_from: str | None, background: str | None, label_frames: float | None,
+        source_choice: str | None, resume: bool, init_from: str | None, background: str | None, label_frames: float | None,
         label_noise: float | None, label_downscale: int | None, label_clicks: int | None, from_fit: str | None,
         run: RunConfig) -> None:
     """Fit a radiance field per scene into OUT/<scene_id>/ (grid.npz, fit.json, DONE); done scenes are skipped.
@@ -71,9 +74,9 @@ def fit(method: str, reader: str, data: str, out: Path, scene_ids: tuple[str, ..
         return fit_generalizable_from_cli(reader, data, out, scene_ids, config_file, resume, run, resolution=resolution,
                                           downscale=downscale, holdout_every=holdout_every, init_from=init_from,
                                           device=device, steps=steps, max_seconds=max_seconds, seed=seed,
-                                          source_views=source_views)
-    if source_views is not None or resume:
-        raise ConfigError("--source-views and --resume are options of --method generalizable")
+                                          source_views=source_views, source_choice=source_choice)
+    if source_views is not None or source_choice is not None or resume:
+        raise ConfigError("--source-views, --source-choice and --resume are options of --method generalizable")
     if init_from is not None:
         from perfdata.pipelines.generalizable_ckpt import load_model
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 @click.option("--data", type=click.Path(), help="With --model: the (unseen) scenes to render.")
 @click.option("--source-views", type=click.IntRange(min=1), default=3, show_default=True,
               help="With --model: source views per scene.")
+@click.option("--source-choice", type=click.Choice(["spread", "nearest"]), default=None,
+              help="With --model: one spread set of source views per scene, or each view's nearest frames "
+                   "(default: the run's own choice).")
 @click.option("--out", type=click.Path(), help="Render folder: <scene_id>/ with per-view files (see docs).")
 @click.option("--shards", "shards_dir", type=click.Path(), help="Write WebDataset shards here instead.")
 @click.option("--scenes", "scene_ids", multiple=True, help="Scene ids (repeatable; default all).")
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
               help="With --shards: shuffle buffer (MiB) mixing scenes into the shards, as `perfdata pack`; 0: scene order.")
 @runner_options
 def render(store: str | None, model: str | None, reader: str | None, data: str | None, source_views: int,
-           out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
+           source_choice: str | None, out: str | None, shards_dir: str | None, scene_ids: tuple[str, ...], views: int, size: int,
            poses: str, cameras_file: str | None, what: str, depth_format: str, min_psnr: float | None, seed: int, device: str,
            memory_budget: float, maxcount: int, maxsize: int, val_fraction: float, mix_mb: int, run: RunConfig) -> None:
     """Render a store's scenes (or, with --model, unseen scenes through a generalizable run), one runner item
@@ -64,9 +67,11 @@ def render(store: str | None, model: str | None, reader: str | None, data: str |
             raise ConfigError("--cameras renders a store's scenes; it is not an option of --model")
 
         return render_model_command(model, reader, data, out, scene_ids, run, source_views=source_views,
-                                    n_views=views, poses=poses, what=tuple(w for w in what.split(",") if w),
+                                    source_choice=source_choice, n_views=views, poses=poses, what=tuple(w for w in what.split(",") if w),
                                     depth_format=depth_format, seed=seed, device=device,
                                     size=size if size != 300 else None)
+    if source_choice is not None:
+        raise ConfigError("--source-choice is an option of --model")
     if (out is None) == (shards_dir is None):
         raise ConfigError("give exactly one of --out DIR and --shards DIR")
     if cameras_file is not None:

@@ -116,6 +116,27 @@ def test_one_scene_overfit_reproduces_its_target_view(scene_tensors) -> None:
     assert got > 22.0 and got > mean_psnr + 8.0, (got, mean_psnr)
 
 
+def test_2d_head_learns_the_source_views_labels(scene_tensors) -> None:
+    st = scene_tensors
+    model = small_model(seed=2).train()
+    views = [0, 3, 5]
+    labels = st.labels[views]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        logits = model.source_logits(encode_sources(model, st, views))
+        loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        logits = model.source_logits(encode_sources(model, st, views))
+    assert logits.shape == (3, len(OBJECT_LABEL_NAMES), SIZE, SIZE)
+    known = labels >= 0
+    accuracy = float((logits.argmax(1) == labels)[known].float().mean())
+    majority = float(torch.bincount(labels[known]).max()) / int(known.sum())
+    assert accuracy > 0.95 and accuracy > majority + 0.05, (accuracy, majority)
+
+
 def test_stratified_samples_stay_in_their_bins() -> None:
     t, delta = gen.stratified_t(torch.tensor([1.0, 0.0]), torch.tensor([3.0, -1.0]), 4, torch.Generator().manual_seed(0))
     assert torch.allclose(delta[:, 0], torch.tensor([0.5, 0.0]))
@@ -130,8 +151,9 @@ def test_renders_and_trains_on_cuda(scene_tensors) -> None:
     model = small_model().cuda().train()
     o, d, zs = (t.float().cuda() for t in frame_rays(st, 1))
     g = torch.Generator(device="cuda").manual_seed(0)
-    out = gen.render_rays(model, encode_sources(model, st, [0, 3, 5]), o, d, zs, st.background, 16, g)
-    out["rgb"].sum().backward()
+    sources = encode_sources(model, st, [0, 3, 5])
+    out = gen.render_rays(model, sources, o, d, zs, st.background, 16, g)
+    (out["rgb"].sum() + model.source_logits(sources).sum()).backward()
     assert out["rgb"].is_cuda and all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 

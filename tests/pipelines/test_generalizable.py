@@ -75,6 +75,23 @@ def test_fit_writes_checkpoint_metrics_and_curves(run: Path) -> None:
     assert ckpt.step == record["steps"] and any(k.endswith("exp_avg") for k in ckpt.optim_state)
 
 
+def test_fit_with_nearest_sources_records_the_choice(data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "checkpoint_seconds": 10.0}))
+    out = tmp_path / "run"
+    res = invoke("fit", "--method", "generalizable", "--reader", "synthetic", "--data", data, "--out", out,
+                 "--source-views", "2", "--source-choice", "nearest", "--steps", "4", "--config", config,
+                 "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "fit.json").read_text())
+    assert record["source_choice"] == "nearest" and record["config"]["source_choice"] == "nearest"
+    assert record["steps"] == 4 and np.isfinite(record["metrics"]["psnr"])
+    # a per-scene fit does not take it
+    res = invoke("fit", "--method", "plenoxel", "--reader", "synthetic", "--data", data, "--out", tmp_path / "p",
+                 "--source-choice", "nearest")
+    assert res.exit_code == 2 and "--source-choice" in res.output and not (tmp_path / "p").exists()
+
+
 def test_resume_continues_from_the_checkpoint(run: Path, data: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     copy.mkdir()
@@ -106,6 +123,26 @@ def test_render_model_then_pack(run: Path, data: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     index = json.loads((shards / "index.json").read_text())
     assert sum(s["samples"] for s in index["shards"]) == 9
+
+
+def test_render_model_with_each_views_nearest_sources(run: Path, data: Path, tmp_path: Path) -> None:
+    renders = tmp_path / "renders"
+    res = invoke("render", "--model", run, "--reader", "synthetic", "--data", data, "--out", renders,
+                 "--source-views", "2", "--source-choice", "nearest", "--views", "3", "--poses", "train",
+                 "--what", "rgb", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    scene = sorted(p for p in renders.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
+    meta = json.loads((scene / "cameras.json").read_text())
+    assert meta["source_choice"] == "nearest" and meta["source_views"] is None
+    from perfdata.readers import load_scenes
+
+    frames = {f.name: f for f in next(iter(load_scenes("synthetic", str(data), [scene.name]))).frames}
+    for view in meta["views"]:
+        assert len(view["source_views"]) == 2 and set(view["source_views"]) <= set(frames)
+        # never the view's own frame as its source
+        assert not any(np.allclose(frames[n].c2w, view["c2w"]) for n in view["source_views"])
+    # each view has its own neighbours
+    assert len({tuple(v["source_views"]) for v in meta["views"]}) > 1
 
 
 def test_export_from_model_validates_and_renders(run: Path, data: Path, tmp_path: Path) -> None:

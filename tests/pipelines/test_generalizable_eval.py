@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from perfdata.pipelines.generalizable_data import eval_targets, label_map, load_scene_tensors, spread_views
+from perfdata.pipelines.generalizable_data import (
+    eval_targets,
+    label_map,
+    load_scene_tensors,
+    nearest_views,
+    sources_for,
+    spread_views,
+)
 from perfdata.pipelines.generalizable_eval import warp_baseline
 
 from perfdata.synthetic import OBJECT_LABEL_NAMES, ROOM_LABEL_NAMES, make_object_scene
@@ -36,6 +43,16 @@ def test_spread_views_on_a_ring_are_evenly_spaced() -> None:
     assert set(gaps.tolist()) <= {3, 4, 5}
     targets = eval_targets(12, views, 4)
     assert len(targets) == 4 and not set(targets) & set(views)
+
+
+def test_nearest_views_on_a_ring_are_the_neighbours() -> None:
+    st = load_scene_tensors(make_object_scene(seed=5, n_views=12, size=8), ())
+    # the synthetic ring: even azimuths in frame order (random elevations)
+    for target in (0, 5, 11):
+        near = nearest_views(st.centres, st.axes, target, 2)
+        assert sorted(near) == sorted([(target - 1) % 12, (target + 1) % 12])
+    assert target not in sources_for(st, "nearest", 4, target)
+    assert sources_for(st, "spread", 3, 7) == spread_views(st.centres, st.axes, 3, start=0)
 
 
 def test_label_map_by_name() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from perfdata.models import plenoxel
 from perfdata.pipelines.capture import choose_background, cleared_cube
-from perfdata.pipelines.fit import fit_scene
+from perfdata.pipelines.fit import fit_scene, msi_schedule
 from perfdata.pipelines.fitconfig import FitConfig
 from perfdata.pipelines.poses import Camera
 from perfdata.pipelines.render_view import prepare_fields, render_view
@@ -162,3 +162,21 @@ def test_cleared_cube_shrinks_only_as_far_as_the_nearest_camera_needs() -> None:
     near = np.array([[1.0, 3.0, 0.0], [1.0, -10.0, 0.0]])  # 3 from the centre: half-size 1.5 at clearance 2
     np.testing.assert_allclose(cleared_cube(wfg, near, 2.0)[:3, :3], 1.5 * np.eye(3))
     np.testing.assert_allclose(cleared_cube(wfg, near * 10, 2.0), wfg)  # far cameras: never grown
+
+
+def test_msi_height_and_tv_follow_the_images_unless_set() -> None:
+    auto = FitConfig()
+    assert auto.msi_height == 0
+    # the larger image side / 4, in multiples of 8, within [16, 512]
+    assert [auto.resolved_msi_height(s) for s in (40, 100, 237, 2400)] == [16, 24, 56, 512]
+    assert FitConfig(msi_height=48).resolved_msi_height(100) == 48
+    with pytest.raises(ConfigError, match="msi_height"):
+        FitConfig(msi_height=1)
+    # a fit records the height it used
+    scene = make_object_scene(3, n_views=6, size=32, config=ObjectSceneConfig(backdrop="textured"))
+    res = fit_scene(scene, FitConfig(background="msi", **{**SMALL, "msi_height": 0, "steps": 2}))
+    assert res.config is not None and res.config.msi_height == 16 and res.grid.msi is not None
+    assert res.grid.msi.data.shape[:2] == (32, 16)
+    assert res.config.tv_sh == 1e-2  # msi_schedule's SH TV, as the user left tv_sh unset
+    kept = msi_schedule(FitConfig(tv_sh=5e-4, msi_height=40), 100)
+    assert (kept.tv_sh, kept.msi_height) == (5e-4, 40)

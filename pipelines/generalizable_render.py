@@ -5,13 +5,13 @@ take them.
 Per scene: the cameras are the frames other than `spread_views(k, start=0)` (`--poses train`, the first
 `n_views` of them), or interpolations / an orbit of all its frames (`perfdata.pipelines.poses`). Their K source
 views are those spread frames (source choice spread), or per camera the K frames nearest to its pose (nearest;
-the run's own choice unless `source_choice` says otherwise; `generalizable_data`). Outputs follow the render stage's definitions with the field's own quantities:
-depth is composited z-depth / opacity where opacity > 0.5 (else 0); with class logits, label is the argmax of
-the composited logits where opacity > 0.5 (else ignore), mask is the composited probability of the
-non-background classes > 0.5 and bg is the field rendered with each sample's density scaled by its background
-probability; without logits, mask is opacity > 0.5 and bg the background colour. cameras.json also records
-`model` (the run), `source_choice`, `source_views` (frame names; with nearest, each view's own in its camera
-entry) and `label_names` (the model's classes).
+the run's own choice unless `source_choice` says otherwise; `generalizable_data`). Outputs follow the render
+stage's definitions with the field's own quantities: depth is composited z-depth / opacity where opacity > 0.5
+(else 0); with class logits, label is the argmax of the composited logits where opacity > 0.5 (else ignore),
+mask is the composited probability of the non-background classes > 0.5 and bg is the field rendered with each
+sample's density scaled by its background probability; without logits, mask is opacity > 0.5 and bg the
+background colour. cameras.json also records `model` (the run), `source_choice`, `source_views` (frame names;
+with nearest, each view's own in its camera entry) and `label_names` (the model's classes).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene
     meta = dataclasses.replace(scene_meta(info, rc, kind, seed, what), extra={
         "model": str(run), "source_choice": cfg.source_choice,
         "source_views": None if nearest else [frame_names[i] for i in src], "label_names": list(names)})
-    encoded = {tuple(src): encode_sources(model, st, src)}
+    spread_sources = encode_sources(model, st, src)
+    last: list[tuple[tuple[int, ...], Sources]] = []  # nearest: the previous camera's encoding (neighbours share)
     bg_ids = background_class_ids(names, cfg.background_labels, device)
     tiles.n_classes = max(len(names), 1)
     view_cfg = dataclasses.replace(cfg, what=what)
@@ -180,12 +181,14 @@ def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene
     def views() -> Iterator[tuple[dict[str, Any], dict[str, bytes]]]:
         for i, cam in enumerate(cams):
             entry = cam.to_json(f"{i:05d}")
-            views_of = tuple(camera_sources(st, cam, cfg.source_views)) if nearest else tuple(src)
-            if views_of not in encoded:
-                encoded[views_of] = encode_sources(model, st, views_of)
+            sources = spread_sources
             if nearest:
+                views_of = tuple(camera_sources(st, cam, cfg.source_views))
+                if not last or last[0][0] != views_of:
+                    last[:] = [(views_of, encode_sources(model, st, views_of))]
+                sources = last[0][1]
                 entry["source_views"] = [frame_names[j] for j in views_of]
-            outputs = render_camera(model, encoded[views_of], st, cam, view_cfg, bg_ids)
+            outputs = render_camera(model, sources, st, cam, view_cfg, bg_ids)
             if "rgb" in outputs:
                 tiles.add(outputs)
             yield entry, encode_view(outputs, cfg.depth_format)

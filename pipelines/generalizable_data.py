@@ -117,6 +117,12 @@ def known_background(scene: Scene) -> np.ndarray | None:
     return None if colour is None else np.asarray(colour, dtype=np.float64)
 
 
+def pose_in_cube(c2w: np.ndarray, grid_from_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A camera's centre and unit viewing axis (3,) each in the cube frame, from its c2w (4, 4)."""
+    axis = grid_from_world[:3, :3] @ c2w[:3, 2]
+    return grid_from_world[:3, :3] @ c2w[:3, 3] + grid_from_world[:3, 3], axis / np.linalg.norm(axis)
+
+
 def load_scene_tensors(scene: Scene, model_names: Sequence[str], labels: bool = True) -> SceneTensors:
     """Load every frame of `scene` (sizes must agree; check first with `check_scene`)."""
     grid_from_world = np.linalg.inv(scene.world_from_grid)
@@ -126,9 +132,9 @@ def load_scene_tensors(scene: Scene, model_names: Sequence[str], labels: bool = 
     for f in scene.frames:
         imgs.append(np.ascontiguousarray(f.load_image().transpose(2, 0, 1)))
         projs.append(projection(f.K, f.c2w, scene.world_from_grid))
-        centres.append(grid_from_world[:3, :3] @ f.c2w[:3, 3] + grid_from_world[:3, 3])
-        ax = grid_from_world[:3, :3] @ f.c2w[:3, 2]
-        axes.append(ax / np.linalg.norm(ax))
+        centre, axis = pose_in_cube(f.c2w, grid_from_world)
+        centres.append(centre)
+        axes.append(axis)
         if with_depth:
             depth = f.load_depth()
             assert depth is not None  # scene.has_depth: every frame has one

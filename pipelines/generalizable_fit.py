@@ -43,8 +43,7 @@ from perfdata.pipelines.generalizable_data import (
     check_scene,
     frame_rays,
     load_scene_tensors,
-    nearest_views,
-    spread_views,
+    sources_for,
     union_label_names,
 )
 from perfdata.pipelines.generalizable_eval import encode_sources, evaluate_scenes
@@ -201,11 +200,10 @@ def training_loss(model: GeneralizableField, st: SceneTensors, cfg: Generalizabl
     """Loss of one random batch of one scene, and its colour PSNR."""
     n = st.n_frames
     first = int(torch.randint(n, (1,), generator=gen))
+    src = sources_for(st, cfg.source_choice, cfg.source_views, target=first, start=first)
     if cfg.source_choice == "nearest":
-        src = nearest_views(st.centres.cpu(), st.axes.cpu(), first, cfg.source_views)
         targets = torch.tensor([first])
     else:
-        src = spread_views(st.centres.cpu(), st.axes.cpu(), cfg.source_views, first)
         rest = torch.tensor([i for i in range(n) if i not in src])
         targets = rest[torch.randperm(len(rest), generator=gen)[:2]]
     h, w = st.size

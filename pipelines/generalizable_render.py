@@ -35,6 +35,7 @@ from perfdata.pipelines.generalizable_data import (
     check_scene,
     load_scene_tensors,
     nearest_to_pose,
+    pose_in_cube,
     spread_views,
 )
 from perfdata.pipelines.generalizable_eval import encode_sources, render_rays_chunked
@@ -147,11 +148,8 @@ def background_class_ids(names: Sequence[str], background: Sequence[str], device
 
 def camera_sources(st: SceneTensors, cam: Camera, k: int) -> list[int]:
     """The k frames of `st` nearest to camera `cam`'s pose (never a frame at that very pose)."""
-    grid_from_world = torch.from_numpy(np.linalg.inv(st.world_from_grid)).float()
-    c2w = torch.from_numpy(np.asarray(cam.c2w)).float()
-    centre = grid_from_world[:3, :3] @ c2w[:3, 3] + grid_from_world[:3, 3]
-    axis = grid_from_world[:3, :3] @ c2w[:3, 2]
-    return nearest_to_pose(st.centres.cpu(), st.axes.cpu(), centre, axis / axis.norm(), k)
+    centre, axis = pose_in_cube(np.asarray(cam.c2w, dtype=np.float64), np.linalg.inv(st.world_from_grid))
+    return nearest_to_pose(st.centres.cpu(), st.axes.cpu(), torch.from_numpy(centre), torch.from_numpy(axis), k)
 
 
 def scene_render(model: GeneralizableField, names: tuple[str, ...], scene: Scene, cfg: ModelRenderConfig, run: str,

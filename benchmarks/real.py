@@ -103,7 +103,8 @@ def main() -> None:
             runs["single_colour_same_schedule"] = "learned"
             same = ndc_schedule(FitConfig(resolution=(256,)))
             schedules["single_colour_same_schedule"] = {
-                k: getattr(same, k) for k in ("resolution", "upsample_at", "step_size", "lr_sh", "lr_sh_final")}
+                k: getattr(same, k)
+                for k in ("resolution", "upsample_at", "step_size", "lr_sh", "lr_sh_final", "distortion")}
         for key, background in runs.items():
             log(f"{name}: {key}: background {background}, {seconds:.0f} s")
             entry[key] = run_fit(scene, config(name, background, seconds, marks, args.device, **schedules[key]))

@@ -7,7 +7,7 @@ reference (tests hold the two equal). Why fused: the plain path writes every per
 8 corner ids and weights, 28 interpolated channels, weights) to memory and reads it back several times; here
 a ray's samples live in registers, and the backward marches the ray again instead of storing them.
 
-Memory: nothing per sample; per batch (n_rays, 5) outputs, a uint8 flag and an int32 compact index per grid row,
+Memory: nothing per sample; per batch (n_rays, 6) outputs, a uint8 flag and an int32 compact index per grid row,
 and the SH gradient of the touched rows only (m, 27). On the CPU the rays are split over `torch.get_num_threads()`
 threads (Warp runs a CPU launch on one thread; launches release the GIL), each with its own gradient buffers.
 """
@@ -176,13 +176,14 @@ def _wp(t: torch.Tensor) -> Any:
 
 
 def forward(launch: _Launch, n_voxels: int, mark: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Run the forward kernel: out (n_rays, 5) [rgb, depth before z_scale, opacity], counts (n_rays, 2)
+    """Run the forward kernel: out (n_rays, 6) [rgb, depth before z_scale, opacity, distortion (cube units,
+    `volrend.distortion_packed`)], counts (n_rays, 2)
     [samples, colour samples] and, with `mark`, flags (n_voxels,) uint8 of the rows samples with density > 0
     touch and of the rows colour samples touch (else [])."""
     from perfdata.models import fused_kernels as fk
 
     dev = launch.device
-    out = torch.zeros((launch.n_rays, 5), dtype=torch.float32, device=dev)
+    out = torch.zeros((launch.n_rays, 6), dtype=torch.float32, device=dev)
     counts = torch.zeros((launch.n_rays, 2), dtype=torch.int32, device=dev)
     flags = [torch.zeros(max(n_voxels, 1) if mark else 1, dtype=torch.uint8, device=dev) for _ in range(2)]
     args = [int(mark), _wp(out), _wp(counts), _wp(flags[0]), _wp(flags[1])]
@@ -224,21 +225,22 @@ def backward(
 
 class _FusedRender(torch.autograd.Function):
     """(compact density leaf (m_d, 1), compact SH leaf (m_s, 27)) -> rgb (n_rays, 3), depth (n_rays,) before
-    z_scale, opacity (n_rays,); the forward kernel already ran (its outputs come in `state`), backward runs the
-    backward kernel."""
+    z_scale, opacity (n_rays,), distortion (n_rays,); the forward kernel already ran (its outputs come in `state`),
+    backward runs the backward kernel."""
 
     @staticmethod
     def forward(ctx: Any, density_leaf: torch.Tensor, sh_leaf: torch.Tensor, state: dict) -> tuple[torch.Tensor, ...]:
         ctx.state = state
         out = state["out"]
-        return out[:, :3].clone(), out[:, 3].clone(), out[:, 4].clone()
+        return out[:, :3].clone(), out[:, 3].clone(), out[:, 4].clone(), out[:, 5].clone()
 
     @staticmethod
-    def backward(ctx: Any, g_rgb: torch.Tensor, g_depth: torch.Tensor, g_opacity: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, g_rgb: torch.Tensor, g_depth: torch.Tensor, g_opacity: torch.Tensor,
+                 g_distortion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         st = ctx.state
         grad_out = torch.zeros_like(st["out"])
-        for sl, g in ((slice(0, 3), g_rgb), (slice(3, 4), g_depth), (slice(4, 5), g_opacity)):
+        for sl, g in ((slice(0, 3), g_rgb), (slice(3, 4), g_depth), (slice(4, 5), g_opacity),
+                      (slice(5, 6), g_distortion)):
             if g is not None:
                 grad_out[:, sl] = g.reshape(grad_out.shape[0], -1)
         grad_d, grad_s = backward(st["launch"], st["out"], grad_out, st["maps"], st["n_rows"])
@@ -273,10 +275,10 @@ def render_train(
     weight_thresh: float, extra_rows: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> dict[str, Any]:
     """Differentiable render of cube rays: rgb (n_rays, 3) foreground, depth (n_rays,) before z_scale, opacity
-    (n_rays,); the gradient carriers (zero-valued leaves whose `.grad` is the gradient of their rows)
-    density_leaf (m_d, 1) over density_rows (m_d,) (the rows samples with density > 0 touch, and the rows
-    extra_rows[0] names) and sh_leaf (m_s, 27) over sh_rows (m_s,) (the rows colour samples
-    touch, and extra_rows[1]), rows sorted, with density_map / sh_map (n_voxels,) int32 from a grid row to its
+    (n_rays,), distortion (n_rays,) (`volrend.distortion_packed`); the gradient carriers (zero-valued leaves
+    whose `.grad` is the gradient of their rows) density_leaf (m_d, 1) over density_rows (m_d,) (the rows
+    samples with density > 0 touch, and the rows extra_rows[0] names) and sh_leaf (m_s, 27) over sh_rows (m_s,)
+    (the rows colour samples touch, and extra_rows[1]), rows sorted, with density_map / sh_map (n_voxels,) int32 from a grid row to its
     leaf row (-1: not in the leaf; other losses add their gradient there: `plenoxel_train.tv_grads_into`); and
     the sample counts n_samples and n_colour."""
     launch = _prepare(grid, accel, origins, dirs, _offsets(offset, origins), weight_thresh)
@@ -287,9 +289,9 @@ def render_train(
     (rows_d, map_d), (rows_s, map_s) = compact(flags[0]), compact(flags[1])
     d_leaf, s_leaf = _gradient_carrier(rows_d.numel(), 1, grid.density), _gradient_carrier(rows_s.numel(), 27, grid.sh)
     state = {"launch": launch, "out": out, "maps": (map_d, map_s), "n_rows": (rows_d.numel(), rows_s.numel())}
-    rgb, depth, opacity = _FusedRender.apply(d_leaf, s_leaf, state)
+    rgb, depth, opacity, distortion = _FusedRender.apply(d_leaf, s_leaf, state)
     totals = counts.sum(0, dtype=torch.int64).tolist()
-    return {"rgb": rgb, "depth": depth, "opacity": opacity, "density_leaf": d_leaf, "density_rows": rows_d,
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "distortion": distortion, "density_leaf": d_leaf, "density_rows": rows_d,
             "sh_leaf": s_leaf, "sh_rows": rows_s, "density_map": map_d, "sh_map": map_s,
             "n_samples": int(totals[0]), "n_colour": int(totals[1])}
 

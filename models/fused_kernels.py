@@ -8,12 +8,18 @@ tensor:
   voxels of it, so in empty cells); a sample in an unoccupied cell is dropped -- the same samples as `march`.
 - trilinear density (ReLU), tau = sigma * step, w = T * (1 - exp(-tau)), T = exp(-sum of earlier tau);
 - SH colour (degree 2, clamp(sum c_k Y_k + 0.5, 0, 1)) only where w > weight_thresh;
-- composite rgb, depth (sum w t, before z_scale) and opacity; stop once T < stop_thresh.
-The backward kernel marches each ray again and scatters, for the loss gradients g (rgb, depth, opacity),
-    dL/dtau_k = T_{k+1} f_k - sum_{i>k} w_i f_i,   f_i = g_rgb . c_i + g_depth t_i + g_opacity,
-(the suffix sum is S - prefix with S = g_rgb . rgb + g_depth depth + g_opacity opacity, known from the forward
-outputs) into the 8 corner densities, and g_rgb w_k (through the clamp) into the 8 x 27 SH coefficients; both
-into compact rows (the rows the forward flagged, numbered by `map_d` / `map_s`).
+- composite rgb, depth (sum w t, before z_scale), opacity and the distortion loss
+  sum_ij w_i w_j |t_i - t_j| + step / 3 sum_i w_i^2 (the pair sum as 2 sum_i w_i (t_i W_<i - (w t)_<i)); stop
+  once T < stop_thresh.
+The backward kernel marches each ray again and scatters, for the loss gradients g (rgb, depth, opacity,
+distortion),
+    dL/dtau_k = T_{k+1} f_k - sum_{i>k} w_i f_i,
+    f_i = g_rgb . c_i + g_depth t_i + g_opacity + g_dist (2 sum_j w_j |t_i - t_j| + 2/3 w_i step),
+(the suffix sum is S - prefix with S = sum_i w_i f_i = g_rgb . rgb + g_depth depth + g_opacity opacity
++ 2 g_dist distortion, known from the forward outputs; sum_j w_j |t_i - t_j| splits at i into the running
+prefix sums of w and w t and the ray's totals, opacity and depth) into the 8 corner densities, and g_rgb w_k
+(through the clamp) into the 8 x 27 SH coefficients; both into compact rows (the rows the forward flagged,
+numbered by `map_d` / `map_s`).
 
 Arrays (n = rays handled by the launch, rays taken as ray = tid * ray_stride + ray_start):
     origins, dirs (n_rays, 3) float32 cube rays (unit dirs); offsets (n_rays,) float32 in [0, 1);
@@ -234,8 +240,8 @@ def render_forward(
     out: wp.array2d(dtype=wp.float32), counts: wp.array2d(dtype=wp.int32), flags_d: wp.array(dtype=wp.uint8),
     flags_s: wp.array(dtype=wp.uint8),
 ):
-    """out (n_rays, 5): rgb (foreground), depth (sum w t), opacity; counts (n_rays, 2): samples in occupied
-    cells, colour samples; with mark != 0, flags_d[row] = 1 for the corner rows of every sample with
+    """out (n_rays, 6): rgb (foreground), depth (sum w t), opacity, distortion; counts (n_rays, 2): samples in
+    occupied cells, colour samples; with mark != 0, flags_d[row] = 1 for the corner rows of every sample with
     density > 0 and flags_s[row] = 1 for those of every colour sample (n_voxels,) each."""
     ray = wp.tid() * ray_stride + ray_start
     if ray >= n_rays:
@@ -248,6 +254,8 @@ def render_forward(
     opacity = float(0.0)
     n_samples = int(0)
     n_colour = int(0)
+    pairs = float(0.0)  # sum_ij w_i w_j |t_i - t_j| = 2 sum_i w_i (t_i W_<i - (wt)_<i)
+    squares = float(0.0)
     if span[2] > span[1]:
         b = sh_basis(d)
         k = first_index(g, span)
@@ -270,6 +278,8 @@ def render_forward(
                 mark_rows(g, base, flags_d)
             w = (1.0 - wp.exp(-sigma * g.step)) * wp.exp(-excl)
             excl += sigma * g.step
+            pairs += 2.0 * w * (t * opacity - depth)
+            squares += w * w
             opacity += w
             depth += w * t
             if w > g.weight_thresh:
@@ -284,6 +294,7 @@ def render_forward(
     out[ray, 2] = rgb[2]
     out[ray, 3] = depth
     out[ray, 4] = opacity
+    out[ray, 5] = pairs + squares * g.step / 3.0
     counts[ray, 0] = n_samples
     counts[ray, 1] = n_colour
 
@@ -334,7 +345,7 @@ def render_backward(
     map_d: wp.array(dtype=wp.int32), map_s: wp.array(dtype=wp.int32),
     grad_density: wp.array(dtype=wp.float32), grad_sh: wp.array2d(dtype=wp.float32),
 ):
-    """Gradients of the loss whose gradients wrt `out` (n_rays, 5) are `grad_out` (n_rays, 5): into
+    """Gradients of the loss whose gradients wrt `out` (n_rays, 6) are `grad_out` (n_rays, 6): into
     grad_density (m_d,) and grad_sh (m_s, 27), compact rows (grid row r -> map_d[r], map_s[r])."""
     ray = wp.tid() * ray_stride + ray_start
     if ray >= n_rays:
@@ -347,7 +358,12 @@ def render_backward(
     g_rgb = load3(grad_out, ray)
     g_depth = grad_out[ray, 3]
     g_opac = grad_out[ray, 4]
-    total = wp.dot(g_rgb, load3(out, ray)) + g_depth * out[ray, 3] + g_opac * out[ray, 4]
+    g_dist = grad_out[ray, 5]
+    depth_all = out[ray, 3]
+    opac_all = out[ray, 4]
+    total = wp.dot(g_rgb, load3(out, ray)) + g_depth * depth_all + g_opac * opac_all + 2.0 * g_dist * out[ray, 5]
+    w_before = float(0.0)
+    wt_before = float(0.0)
     b = sh_basis(d)
     k = first_index(g, span)
     excl = float(0.0)
@@ -368,6 +384,11 @@ def render_backward(
         w = (1.0 - wp.exp(-sigma * g.step)) * wp.exp(-excl)
         excl += sigma * g.step
         value = g_depth * t + g_opac
+        if g_dist != 0.0:  # d distortion / d w_i = 2 sum_j w_j |t_i - t_j| + 2/3 w_i step
+            spread = t * w_before - wt_before + (depth_all - wt_before - w * t) - t * (opac_all - w_before - w)
+            value += g_dist * (2.0 * spread + 2.0 * w * g.step / 3.0)
+        w_before += w
+        wt_before += w * t
         if w > g.weight_thresh:
             raw = sample_colour_raw(g, base, f, b)
             value += wp.dot(g_rgb, clamp01(raw))

@@ -33,6 +33,8 @@ class TrainRender:
         colour_ids: (m, 8) grid rows (-1 empty) around the colour samples; colour_weights: (m,) their weights;
             None from the fused path (which keeps no per-sample tensor).
         fused: whether the fused kernels rendered (else the plain PyTorch reference).
+        distortion: (n_rays,) the distortion loss of each ray's weights (`volrend.distortion_packed`, cube
+            units), differentiable like rgb.
     """
 
     rgb: torch.Tensor
@@ -50,6 +52,7 @@ class TrainRender:
     density_rows: torch.Tensor | None = None
     density_map: torch.Tensor | None = None
     sh_map: torch.Tensor | None = None
+    distortion: torch.Tensor | None = None
 
 
 def render_train(
@@ -78,7 +81,7 @@ def render_train(
         rgb = volrend.add_background(out["rgb"], out["opacity"], background)
         return TrainRender(rgb, out["depth"] * z_scale, out["opacity"], out["density_leaf"], out["sh_rows"],
                            out["sh_leaf"], out["n_samples"], out["n_samples"], out["n_colour"], None, None, True,
-                           out["density_rows"], out["density_map"], out["sh_map"])
+                           out["density_rows"], out["density_map"], out["sh_map"], out["distortion"])
     n_rays = origins.shape[0]
     ray_idx, t, u = march(accel, origins, dirs, offset)
     ids, w = lookup(accel, u)
@@ -102,8 +105,9 @@ def render_train(
     colour = sh.sh_to_rgb(coeffs, sh.eval_sh_basis(dirs)[rays_sel])
     rgb = volrend.composite_packed(weights[sel], colour, rays_sel, n_rays)
     rgb = volrend.add_background(rgb, opacity, background)
+    distortion = volrend.distortion_packed(weights, t, accel.step_cube, ray_idx, n_rays)
     return TrainRender(rgb, depth, opacity, d_leaf, s_rows, s_leaf, int(u.shape[0]), int(t.numel()), int(sel.numel()),
-                       ids[sel], weights.detach()[sel])
+                       ids[sel], weights.detach()[sel], distortion=distortion)
 
 
 def update_max_weight_(max_weight: torch.Tensor, ids: torch.Tensor | None, weights: torch.Tensor | None) -> None:

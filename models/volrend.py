@@ -99,6 +99,29 @@ def composite_packed(weights: torch.Tensor, values: torch.Tensor, ray_indices: t
     return out.index_add(0, ray_indices, contrib)
 
 
+def distortion_packed(weights: torch.Tensor, t: torch.Tensor, step: float, ray_indices: torch.Tensor,
+                      n_rays: int) -> torch.Tensor:
+    """mip-NeRF 360's distortion loss per ray over packed samples of equal length `step` at positions t:
+    sum_ij w_i w_j |t_i - t_j| + (step / 3) sum_i w_i^2, the first term as 2 sum_i w_i (t_i W_<i - (w t)_<i)
+    with the per-ray exclusive prefix sums W_<i of w and (w t)_<i of w t (float64, as `render_weights_packed`).
+
+    Args:
+        weights: (n,). t: (n,) non-decreasing within each ray. ray_indices: (n,) int64, non-decreasing.
+    Returns:
+        (n_rays,); rays without samples get 0.
+    """
+    if weights.numel() == 0:
+        return torch.zeros(n_rays, dtype=weights.dtype, device=weights.device)
+    starts, _ = ray_starts(ray_indices, n_rays)
+    first = starts[ray_indices]
+    w, wt = weights.double(), (weights * t).double()
+    w_before, wt_before = torch.cumsum(w, 0) - w, torch.cumsum(wt, 0) - wt
+    w_before, wt_before = w_before - w_before[first], wt_before - wt_before[first]
+    per_sample = 2.0 * w * (t.double() * w_before - wt_before) + w * w * (step / 3.0)
+    out = torch.zeros(n_rays, dtype=torch.float64, device=weights.device)
+    return out.index_add(0, ray_indices, per_sample).to(weights.dtype)
+
+
 def accumulate_opacity(weights: torch.Tensor, ray_indices: torch.Tensor | None = None, n_rays: int = 0) -> torch.Tensor:
     """Opacity 1 - T_final = sum_i w_i: dense (n_rays, n_samples) -> (n_rays,), or packed (n,) with ray_indices."""
     if ray_indices is None:

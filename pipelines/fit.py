@@ -58,9 +58,12 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
 def ndc_schedule(cfg: FitConfig) -> FitConfig:
     """The automatic schedule of an NDC fit: a third, coarser first stage (R/4, R/2, R, upsampled at 10% and 45%
     of the budget) -- a forward-facing scene fills the whole box at first, so the start must be cheap -- and,
-    unless set, one sample per two x voxels (one depth voxel: the depth axis has ndc_depth_ratio as many) and a
-    3x SH learning rate (3e-2 -> 3e-3: the few epochs a budget allows must move the colours further).
-    Measured on fern in benchmarks/real.py (README "Real captures"; the sweep behind it in the README too)."""
+    unless set, one sample per two x voxels (one depth voxel: the depth axis has ndc_depth_ratio as many), a
+    3x SH learning rate (3e-2 -> 3e-3: the few epochs a budget allows must move the colours further) and a
+    distortion loss of weight 3e-3 (the field starts as fog filling the frustum; gathering each ray's weight
+    leaves fewer voxels at each upsample and fewer samples per ray; 150 s on fern, held-out dB: 0 22.25,
+    1e-3 22.46, 3e-3 22.56, 1e-2 22.45, 3e-2 21.61, 0.1 19.61). Measured on fern in benchmarks/real.py (README
+    "Real captures"; the sweep behind it in the README too)."""
     final = cfg.resolution[-1]
     defaults = FitConfig()
     changes: dict = {"resolution": (max(final // 4, 2), max(final // 2, 2), final)}
@@ -70,6 +73,8 @@ def ndc_schedule(cfg: FitConfig) -> FitConfig:
         changes["step_size"] = 2.0
     if (cfg.lr_sh, cfg.lr_sh_final) == (defaults.lr_sh, defaults.lr_sh_final):
         changes.update(lr_sh=3e-2, lr_sh_final=3e-3)
+    if cfg.distortion == defaults.distortion:
+        changes["distortion"] = 3e-3
     return dataclasses.replace(cfg, **changes)
 
 
@@ -77,10 +82,15 @@ def msi_schedule(cfg: FitConfig, image_size: int) -> FitConfig:
     """The automatic settings of a fit with an MSI background: its height from the images
     (`FitConfig.resolved_msi_height`) and, unless set, a 10x SH TV (1e-2): on the textured backdrop (300 s,
     benchmarks/real.py's fit) held-out PSNR 26.70 -> 27.30 dB, SSIM 0.77 -> 0.78; without it the held-out curve
-    fell after 60 s (26.97 -> 26.70 dB at 300 s), a sign of the grid overfitting the training views."""
+    fell after 60 s (26.97 -> 26.70 dB at 300 s), a sign of the grid overfitting the training views; and a
+    distortion loss of weight 1e-2 (150 s sweep on the same capture, held-out dB: 0 27.44, 3e-3 27.22, 6e-3 27.71,
+    1e-2 28.00 and 27.99, 1.5e-2 27.65, 3e-2 24.46: too strong, it empties the object's thin parts)."""
+    defaults = FitConfig()
     changes: dict = {"msi_height": cfg.resolved_msi_height(image_size)}
-    if cfg.tv_sh == FitConfig().tv_sh:
+    if cfg.tv_sh == defaults.tv_sh:
         changes["tv_sh"] = 1e-2
+    if cfg.distortion == defaults.distortion:
+        changes["distortion"] = 1e-2
     return dataclasses.replace(cfg, **changes)
 
 

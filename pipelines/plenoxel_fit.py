@@ -301,6 +301,8 @@ class Trainer:
                 loss = loss + cfg.depth_weight * ((out.depth - target).abs()[known]).mean() / self.depth_norm
         if rays.mask is not None and cfg.mask_weight > 0:  # the object in the grid, its surroundings behind it
             loss = loss + cfg.mask_weight * torch.mean((out.opacity - rays.mask[idx]) ** 2)
+        if cfg.distortion > 0 and out.distortion is not None:
+            loss = loss + cfg.distortion * out.distortion.mean()
         if self.msi is not None and cfg.tv_msi > 0:
             loss = loss + cfg.tv_msi * background_model.tv_loss(self.msi.data())
         loss.backward()

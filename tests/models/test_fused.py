@@ -62,7 +62,8 @@ def _loss_and_grads(grid, accel, rays, bg, use_fused: bool):
     assert out.fused == use_fused
     g = torch.Generator().manual_seed(3)
     target = torch.rand(out.rgb.shape, generator=g).to(o.device)
-    loss = ((out.rgb - target) ** 2).sum() + (0.3 * out.depth).sum() - 0.7 * out.opacity.sum()
+    assert out.distortion is not None
+    loss = ((out.rgb - target) ** 2).sum() + (0.3 * out.depth).sum() - 0.7 * out.opacity.sum() + out.distortion.sum()
     loss.backward()
     grad_d = torch.zeros_like(grid.density)
     if out.density_rows is None:
@@ -83,8 +84,9 @@ def test_fused_train_equals_reference(device: str, per_ray_background: bool) -> 
     bg = torch.rand(2000, 3) if per_ray_background else torch.tensor([0.3, 0.6, 0.1])
     ref, ref_d, ref_s, ref_bg = _loss_and_grads(grid, accel, rays, bg.to(device), use_fused=False)
     out, out_d, out_s, out_bg = _loss_and_grads(grid, accel, rays, bg.to(device), use_fused=True)
-    for name in ("rgb", "depth", "opacity"):
+    for name in ("rgb", "depth", "opacity", "distortion"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=1e-5, rtol=1e-5, msg=name)
+    assert float(ref.distortion.detach().max()) > 0.1  # rays whose weight is spread: a distortion gradient to check
     assert torch.equal(out.sh_rows, ref.sh_rows)  # the same colour samples
     assert out.n_colour == ref.n_colour and 0 < out.n_samples <= ref.n_samples
     assert float(ref_d.abs().max()) > 1e-2 and float(ref_s.abs().max()) > 1e-2  # gradients that can differ

@@ -67,3 +67,26 @@ def test_packed_gradcheck() -> None:
         return volrend.composite_packed(w, torch.arange(len(s), dtype=s.dtype), ray_idx, 6)
 
     assert torch.autograd.gradcheck(fn, (sig,))
+
+
+def test_distortion_matches_hand_computation_and_the_double_sum() -> None:
+    # one ray: w = (0.5, 0.25) at t = (1, 3), step 0.5: 2 * 0.5 * 0.25 * |1 - 3| + 0.5 / 3 * (0.25 + 0.0625)
+    w = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    t = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    out = volrend.distortion_packed(w, t, 0.5, torch.zeros(2, dtype=torch.long), 1)
+    assert abs(float(out[0]) - (0.5 + 0.5 / 3 * 0.3125)) < 1e-12
+    # packed rays (some empty) against the O(n^2) double sum per ray
+    dense_sigma, mask, ray_idx, k = _random_packed(30, 12, seed=4)
+    w_packed, _ = volrend.render_weights_packed(dense_sigma[ray_idx, k], 0.2, ray_idx, 30)
+    t_packed = 0.2 * k.double() + 0.37
+    got = volrend.distortion_packed(w_packed, t_packed, 0.2, ray_idx, 30)
+    for r in range(30):
+        wr, tr = w_packed[ray_idx == r], t_packed[ray_idx == r]
+        want = (wr[:, None] * wr[None, :] * (tr[:, None] - tr[None, :]).abs()).sum() + 0.2 / 3 * (wr * wr).sum()
+        assert abs(float(got[r]) - float(want)) < 1e-10, r
+    assert float(got[mask.sum(1) == 0].abs().sum()) == 0.0 and float(got.max()) > 0.01
+    # a ray whose weight sits in one sample scores less than one whose weight is spread over two far apart
+    one = volrend.distortion_packed(torch.tensor([0.9]), torch.tensor([2.0]), 0.2, torch.zeros(1, dtype=torch.long), 1)
+    two = volrend.distortion_packed(torch.tensor([0.45, 0.45]), torch.tensor([1.0, 3.0]), 0.2,
+                                    torch.zeros(2, dtype=torch.long), 1)
+    assert float(one) < float(two)

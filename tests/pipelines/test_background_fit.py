@@ -164,7 +164,7 @@ def test_cleared_cube_shrinks_only_as_far_as_the_nearest_camera_needs() -> None:
     np.testing.assert_allclose(cleared_cube(wfg, near * 10, 2.0), wfg)  # far cameras: never grown
 
 
-def test_msi_height_and_tv_follow_the_images_unless_set() -> None:
+def test_msi_height_tv_and_distortion_follow_the_capture_unless_set() -> None:
     auto = FitConfig()
     assert auto.msi_height == 0
     # the larger image side / 4, in multiples of 8, within [16, 512]
@@ -177,6 +177,6 @@ def test_msi_height_and_tv_follow_the_images_unless_set() -> None:
     res = fit_scene(scene, FitConfig(background="msi", **{**SMALL, "msi_height": 0, "steps": 2}))
     assert res.config is not None and res.config.msi_height == 16 and res.grid.msi is not None
     assert res.grid.msi.data.shape[:2] == (32, 16)
-    assert res.config.tv_sh == 1e-2  # msi_schedule's SH TV, as the user left tv_sh unset
-    kept = msi_schedule(FitConfig(tv_sh=5e-4, msi_height=40), 100)
-    assert (kept.tv_sh, kept.msi_height) == (5e-4, 40)
+    assert res.config.tv_sh == 1e-2 and res.config.distortion == 1e-2  # msi_schedule's, as the user left them unset
+    kept = msi_schedule(FitConfig(tv_sh=5e-4, msi_height=40, distortion=2e-3), 100)
+    assert (kept.tv_sh, kept.msi_height, kept.distortion) == (5e-4, 40, 2e-3)

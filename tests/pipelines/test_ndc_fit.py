@@ -97,6 +97,8 @@ def test_ndc_schedule_fills_only_what_the_user_left_unset() -> None:
 
     auto = ndc_schedule(FitConfig(resolution=(256,)))
     assert auto.resolution == (64, 128, 256) and auto.upsample_at == (0.1, 0.45)
-    assert auto.step_size == 2.0 and (auto.lr_sh, auto.lr_sh_final) == (3e-2, 3e-3)
-    mine = ndc_schedule(FitConfig(resolution=(256,), step_size=0.75, lr_sh=5e-3, upsample_at=(0.3, 0.5)))
+    assert auto.step_size == 2.0 and (auto.lr_sh, auto.lr_sh_final) == (3e-2, 3e-3) and auto.distortion == 3e-3
+    mine = ndc_schedule(FitConfig(resolution=(256,), step_size=0.75, lr_sh=5e-3, upsample_at=(0.3, 0.5),
+                                  distortion=1e-2))
     assert mine.step_size == 0.75 and (mine.lr_sh, mine.lr_sh_final) == (5e-3, 1e-3) and mine.upsample_at == (0.3, 0.5)
+    assert mine.distortion == 1e-2

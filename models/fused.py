@@ -278,9 +278,9 @@ def render_train(
     (n_rays,), distortion (n_rays,) (`volrend.distortion_packed`); the gradient carriers (zero-valued leaves
     whose `.grad` is the gradient of their rows) density_leaf (m_d, 1) over density_rows (m_d,) (the rows
     samples with density > 0 touch, and the rows extra_rows[0] names) and sh_leaf (m_s, 27) over sh_rows (m_s,)
-    (the rows colour samples touch, and extra_rows[1]), rows sorted, with density_map / sh_map (n_voxels,) int32 from a grid row to its
-    leaf row (-1: not in the leaf; other losses add their gradient there: `plenoxel_train.tv_grads_into`); and
-    the sample counts n_samples and n_colour."""
+    (the rows colour samples touch, and extra_rows[1]), rows sorted, with density_map / sh_map (n_voxels,)
+    int32 from a grid row to its leaf row (-1: not in the leaf; other losses add their gradient there:
+    `plenoxel_train.tv_grads_into`); and the sample counts n_samples and n_colour."""
     launch = _prepare(grid, accel, origins, dirs, _offsets(offset, origins), weight_thresh)
     out, counts, flags = forward(launch, grid.n_voxels, mark=True)
     for flag, extra in zip(flags, extra_rows, strict=True):
@@ -291,8 +291,8 @@ def render_train(
     state = {"launch": launch, "out": out, "maps": (map_d, map_s), "n_rows": (rows_d.numel(), rows_s.numel())}
     rgb, depth, opacity, distortion = _FusedRender.apply(d_leaf, s_leaf, state)
     totals = counts.sum(0, dtype=torch.int64).tolist()
-    return {"rgb": rgb, "depth": depth, "opacity": opacity, "distortion": distortion, "density_leaf": d_leaf, "density_rows": rows_d,
-            "sh_leaf": s_leaf, "sh_rows": rows_s, "density_map": map_d, "sh_map": map_s,
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "distortion": distortion, "density_leaf": d_leaf,
+            "density_rows": rows_d, "sh_leaf": s_leaf, "sh_rows": rows_s, "density_map": map_d, "sh_map": map_s,
             "n_samples": int(totals[0]), "n_colour": int(totals[1])}
 
 

@@ -58,6 +58,15 @@ def ray_starts(ray_indices: torch.Tensor, n_rays: int) -> tuple[torch.Tensor, to
     return torch.cumsum(counts, 0) - counts, counts
 
 
+def exclusive_cumsum_packed(values: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """Per-ray exclusive prefix sums of packed samples (n,) (non-decreasing ray_indices), in float64: a global
+    cumulative sum minus its value at the ray's first sample, so long batches lose no precision."""
+    v = values.double()
+    excl_all = torch.cumsum(v, 0) - v
+    starts, _ = ray_starts(ray_indices, n_rays)
+    return excl_all - excl_all[starts[ray_indices]]
+
+
 def render_weights_packed(
     sigmas: torch.Tensor, deltas: torch.Tensor | float, ray_indices: torch.Tensor, n_rays: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,10 +86,7 @@ def render_weights_packed(
     tau = sigmas * deltas
     if tau.numel() == 0:
         return tau, tau
-    excl_all = torch.cumsum(tau.double(), 0) - tau.double()
-    starts, _ = ray_starts(ray_indices, n_rays)
-    excl = (excl_all - excl_all[starts[ray_indices]]).to(tau.dtype)
-    trans = torch.exp(-excl)
+    trans = torch.exp(-exclusive_cumsum_packed(tau, ray_indices, n_rays).to(tau.dtype))
     weights = trans * (1.0 - torch.exp(-tau))
     return weights, trans
 
@@ -103,7 +109,7 @@ def distortion_packed(weights: torch.Tensor, t: torch.Tensor, step: float, ray_i
                       n_rays: int) -> torch.Tensor:
     """mip-NeRF 360's distortion loss per ray over packed samples of equal length `step` at positions t:
     sum_ij w_i w_j |t_i - t_j| + (step / 3) sum_i w_i^2, the first term as 2 sum_i w_i (t_i W_<i - (w t)_<i)
-    with the per-ray exclusive prefix sums W_<i of w and (w t)_<i of w t (float64, as `render_weights_packed`).
+    with the per-ray exclusive prefix sums W_<i of w and (w t)_<i of w t (`exclusive_cumsum_packed`).
 
     Args:
         weights: (n,). t: (n,) non-decreasing within each ray. ray_indices: (n,) int64, non-decreasing.
@@ -112,11 +118,9 @@ def distortion_packed(weights: torch.Tensor, t: torch.Tensor, step: float, ray_i
     """
     if weights.numel() == 0:
         return torch.zeros(n_rays, dtype=weights.dtype, device=weights.device)
-    starts, _ = ray_starts(ray_indices, n_rays)
-    first = starts[ray_indices]
-    w, wt = weights.double(), (weights * t).double()
-    w_before, wt_before = torch.cumsum(w, 0) - w, torch.cumsum(wt, 0) - wt
-    w_before, wt_before = w_before - w_before[first], wt_before - wt_before[first]
+    w = weights.double()
+    w_before = exclusive_cumsum_packed(w, ray_indices, n_rays)
+    wt_before = exclusive_cumsum_packed(w * t.double(), ray_indices, n_rays)
     per_sample = 2.0 * w * (t.double() * w_before - wt_before) + w * w * (step / 3.0)
     out = torch.zeros(n_rays, dtype=torch.float64, device=weights.device)
     return out.index_add(0, ray_indices, per_sample).to(weights.dtype)

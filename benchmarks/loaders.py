@@ -1,10 +1,13 @@
 """2D loader throughput: samples/s with 2 DataLoader workers reading WebDataset shards, the same images as loose
-PNG files, and pure PNG decode of the same bytes held in memory (the floor of any loader's cost); and the same
-shards over HTTP on loopback against disk. Prints one JSON object.
+PNG files, and pure PNG decode of the same bytes held in memory (the floor of any loader's cost); the same
+shards and loose files over HTTP on loopback (an object store's access pattern), and both from disk with a cold
+page cache. Prints one JSON object.
 
 The images are synthetic object views (analytic renders, --size px) written as render folders and packed by
 `perfdata pack`, cached under --cache. Each loader decodes the rgb PNG and the class of every sample into
-(3, H, W) float tensors, batches of 32; every figure is the best of --repeats passes (warm page cache for all).
+(3, H, W) float tensors, batches of 32; every figure is the best of --repeats passes. The plain disk figures
+read through a warm page cache; the `_cold` ones evict the files from it (posix_fadvise DONTNEED) before every
+pass, as a dataset larger than memory is read. Loose files over HTTP use one kept-alive connection per worker.
 
     flock /work/locks/bench.lock .venv/bin/python benchmarks/loaders.py [--cache DIR] [--size 128]
 """
@@ -12,8 +15,14 @@ The images are synthetic object views (analytic renders, --size px) written as r
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
+import multiprocessing
+import os
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +80,34 @@ class LooseFiles(torch.utils.data.Dataset):
         return image_tensor(decode_png(path.read_bytes(), str(path)), None), y
 
 
+class LooseHTTP(torch.utils.data.Dataset):
+    """The loose files fetched one GET each from `url` (the render folders served over HTTP/1.1), on one
+    kept-alive connection per worker process."""
+
+    def __init__(self, files: LooseFiles, renders: Path, url: str) -> None:
+        self.items = [(str(p.relative_to(renders)), y) for p, y in files.items]
+        self.url, self.conn, self.pid = urllib.parse.urlsplit(url), None, -1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, rel: str) -> bytes:
+        if self.conn is None or self.pid != os.getpid():
+            self.conn, self.pid = http.client.HTTPConnection(self.url.hostname, self.url.port), os.getpid()
+        self.conn.request("GET", f"/{urllib.parse.quote(rel)}")
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise OSError(f"GET {rel}: HTTP {resp.status}")
+        return data
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from perfdata.downstream.loaders import decode_png, image_tensor
+
+        rel, y = self.items[i]
+        return image_tensor(decode_png(self.get(rel), rel), None), y
+
+
 class InMemory(torch.utils.data.Dataset):
     """The same PNG bytes, read once into memory: item = decode only (the floor)."""
 
@@ -87,10 +124,23 @@ class InMemory(torch.utils.data.Dataset):
         return image_tensor(decode_png(data, "memory"), None), y
 
 
-def rate(make_batches: Any, repeats: int) -> tuple[float, int]:
-    """(best samples/s over `repeats` full passes, samples per pass)."""
+def evict(paths: list[Path]) -> None:
+    """Drop the files' pages from the page cache (the next read comes from the disk)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def rate(make_batches: Any, repeats: int, cold: list[Path] | None = None) -> tuple[float, int]:
+    """(best samples/s over `repeats` full passes, samples per pass); `cold` files are evicted from the page
+    cache before every pass."""
     best, n = 0.0, 0
     for _ in range(repeats):
+        if cold:
+            evict(cold)
         t, n = time.perf_counter(), 0
         for batch in make_batches():
             n += len(batch["y"]) if isinstance(batch, dict) else len(batch[1])
@@ -110,8 +160,32 @@ def dataset_batches(ds: torch.utils.data.Dataset) -> Any:
     return lambda: torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=WORKERS)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _serve(root: Path, conn: Any) -> None:
     from perfdata.download import serve_directory
+
+    server, url = serve_directory(root)
+    conn.send(url)
+    conn.recv()  # until the parent says stop
+    server.shutdown()
+    server.server_close()
+
+
+@contextlib.contextmanager
+def served(root: Path) -> Iterator[str]:
+    """`root` over HTTP on loopback from a separate process (as a remote store would be: the loader's process
+    does not also serve); yields the base URL."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(root, child), daemon=True)
+    proc.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(10)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path("/tmp/perfdata-bench-loaders"))
@@ -128,17 +202,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res["shards_disk"], n_shards = rate(shard_batches(str(shards)), args.repeats)
     res["loose_png"], n_loose = rate(dataset_batches(files), args.repeats)
     res["pure_decode"], n_mem = rate(dataset_batches(InMemory(files)), args.repeats)
-    server, url = serve_directory(shards)
-    with server:
+    tars = sorted(shards.rglob("*.tar"))
+    res["shards_disk_cold"], n_cold = rate(shard_batches(str(shards)), args.repeats, cold=tars)
+    res["loose_png_cold"], n_loose_cold = rate(dataset_batches(files), args.repeats, cold=[p for p, _ in files.items])
+    with served(shards) as url:
         res["shards_http"], n_http = rate(shard_batches(url), args.repeats)
-    assert n_shards == n_loose == n_mem == n_http == len(files), "every loader must see every sample"
+    with served(renders) as url:
+        res["loose_http"], n_loose_http = rate(dataset_batches(LooseHTTP(files, renders, url)), args.repeats)
+    counts = {n_shards, n_loose, n_mem, n_cold, n_loose_cold, n_http, n_loose_http}
+    assert counts == {len(files)}, f"every loader must see every sample: {counts} vs {len(files)}"
     res.update({
         "shards_vs_loose": res["shards_disk"] / res["loose_png"],
         "shards_vs_pure_decode": res["shards_disk"] / res["pure_decode"],
+        "loose_vs_pure_decode": res["loose_png"] / res["pure_decode"],
+        "shards_vs_loose_cold": res["shards_disk_cold"] / res["loose_png_cold"],
+        "shards_vs_loose_http": res["shards_http"] / res["loose_http"],
         "http_vs_disk": res["shards_http"] / res["shards_disk"],
         "targets": {"shards_vs_loose": 1.5, "shards_vs_pure_decode": 0.85},
-        "unit": "samples/s (best of repeats)", "shard_bytes": sum(p.stat().st_size for p in shards.rglob("*.tar")),
-        "n_shards": len(list(shards.rglob("*.tar"))),
+        "unit": "samples/s (best of repeats)", "shard_bytes": sum(p.stat().st_size for p in tars),
+        "n_shards": len(tars),
     })
     print(json.dumps(res, indent=1, sort_keys=True))
     return res

@@ -63,6 +63,20 @@ def test_shards_over_http(shard_dir: Path) -> None:
     assert torch.equal(remote[0]["x"], local[0]["x"])
 
 
+def test_shard_gone_from_server_names_its_url(shard_dir: Path, tmp_path: Path) -> None:
+    from perfdata.download import serve_directory
+
+    served = tmp_path / "served"
+    shutil.copytree(shard_dir, served)
+    server, url = serve_directory(served)
+    with server:
+        data = L.ShardData.open(url)
+        shard(served, "val-000000.tar").unlink()  # removed after the index was read
+        cfg = L.ShardLoaderConfig("val", batch_size=32, size=16, shuffle_buffer=0)
+        with pytest.raises(OSError, match=r"val-000000\.tar: HTTP Error 404"):
+            list(L.shard_pipeline(data, cfg))
+
+
 def shard(root: Path, name: str) -> Path:
     """The path of shard `name` (e.g. "train-000000.tar") as index.json lists it (shard sets live in folders)."""
     index = json.loads((root / "index.json").read_text())

@@ -5,7 +5,9 @@ The dataset is built by the pipeline itself (benchmarks/train_data.py: synth -> 
 - cls2d on the rendered views (5 classes x 24 object scenes, ground colour tied to the class in the train scenes
   and random in the held-out ones): top-1 on held-out renders with background augmentation (p = 0.5) and colour
   augmentation (p = COLOUR_2D), the same model scored on the held-out scenes' source images, and the reference
-  runs without background augmentation and without colour augmentation;
+  runs without background augmentation and without colour augmentation; views and source images are scored on
+  the mean of each image's and its mirror's class probabilities (TrainConfig.eval_mirror), the single-view
+  scores beside them (`_single_view`);
 - cls3d on the store's object scenes' foreground voxels (--foreground-only: the object framed into its own cube,
   as PeRFception-CO3D's object-centric grids keep the surroundings in a background model), once per feature set
   (coords, density, sh, sh+density) with colour augmentation of the SH (p = 1; none without SH), the sh+density
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "cls2d.top1_no_colour_aug": mono.final.val_metric,
                    "cls2d.colour_aug_gain": aug.final.val_metric - mono.final.val_metric,
                    "cls2d.chance": 1.0 / len(aug.classes), "cls2d.n_train_views": aug.n_train,
-                   "cls2d.n_val_views": aug.n_val, "cls2d.val_confusion": aug.val_confusion})
+                   "cls2d.n_val_views": aug.n_val, "cls2d.val_confusion": aug.val_confusion,
+                   "cls2d.top1_single_view": aug.extra.get("val_top1_single_view"),
+                   "cls2d.top1_source_images_single_view": aug.extra.get("source_top1_single_view")})
     result["seconds"].update({"cls2d": s_aug, "cls2d_no_bg_aug": s_plain, "cls2d_no_colour_aug": s_mono})
 
     # cls3d: the object's SH carry its random colour; --colour-aug re-colours the field exactly in SH space

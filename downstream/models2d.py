@@ -32,8 +32,10 @@ class BasicBlock2d(nn.Module):
 class ResNetClassifier(nn.Module):
     """Images (B, in_channels, H, W) -> class logits (B, n_classes).
 
-    A 3x3 stem of widths[0] channels, then one BasicBlock2d per width (stride 2 from the second on), global
-    average pooling and a linear head. widths (16, 32, 64) has ~75k parameters.
+    A 3x3 stem of widths[0] channels, then one BasicBlock2d per width, global average pooling and a linear head.
+    A block halves the resolution where its width differs from the one before it (so every new width is a new
+    stage) and keeps it where a width repeats (a deeper stage): (16, 32, 64) is three stages of one block (~75k
+    parameters), (16, 32, 32, 64, 64) the same stages with two blocks in the last two.
     """
 
     def __init__(self, in_channels: int, n_classes: int, widths: Sequence[int] = (16, 32, 64)) -> None:
@@ -42,7 +44,7 @@ class ResNetClassifier(nn.Module):
                                   nn.BatchNorm2d(widths[0]), nn.ReLU())
         blocks, c = [], widths[0]
         for i, w in enumerate(widths):
-            blocks.append(BasicBlock2d(c, w, stride=1 if i == 0 else 2))
+            blocks.append(BasicBlock2d(c, w, stride=1 if i == 0 or w == c else 2))
             c = w
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(c, n_classes)
@@ -51,3 +53,9 @@ class ResNetClassifier(nn.Module):
         assert x.ndim == 4, f"expected (B, C, H, W) images, got {tuple(x.shape)}"
         h = self.blocks(self.stem(x))
         return self.head(h.mean(dim=(2, 3)))
+
+
+def mirror_average(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of views x (B, 3, H, W): the mean of the softmax of `logits` (the model's on x) and of
+    the model's on x mirrored left-right (a mirrored object keeps its class; see TrainConfig.eval_mirror)."""
+    return (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2

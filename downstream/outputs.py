@@ -13,6 +13,7 @@ import torch
 from perfdata.downstream import plot
 from perfdata.downstream.loaders import image_tensor
 from perfdata.downstream.metrics import confusion_accuracy, confusion_matrix, per_class_iou
+from perfdata.downstream.models2d import mirror_average
 from torch import nn
 
 from perfdata.atomic import atomic_path, write_json
@@ -81,9 +82,16 @@ def source_image_scores(model: nn.Module, cfg: TrainConfig, data: TaskData, devi
     model.eval()
     n = len(data.classes)
     conf = torch.zeros(n, n, dtype=torch.int64)
+    single = torch.zeros(n, n, dtype=torch.int64)
     for batch in source_batches(reader, path, scene_ids, data.classes, cfg.size, max(cfg.batch_size, 32)):
-        conf += confusion_matrix(model(batch["x"].to(device)).argmax(1).cpu(), batch["y"], n)
+        x = batch["x"].to(device)
+        logits = model(x)
+        single += confusion_matrix(logits.argmax(1).cpu(), batch["y"], n)
+        if cfg.mirrors_eval:
+            logits = mirror_average(model, x, logits)
+        conf += confusion_matrix(logits.argmax(1).cpu(), batch["y"], n)
     return {"source_top1": confusion_accuracy(conf), "source_confusion": conf.tolist(),
+            "source_top1_single_view": confusion_accuracy(single),
             "source_images": f"{reader}:{path}", "source_scenes": list(scene_ids)}
 
 
@@ -132,7 +140,7 @@ def write_outputs(result: TrainResult, cfg: TrainConfig, model: nn.Module, in_ch
         conf = torch.tensor(result.val_confusion)
         final["val_per_class_iou"] = [_finite(v) for v in per_class_iou(conf).tolist()]
         final["val_accuracy"] = confusion_accuracy(conf)
-    final.update({k: v for k, v in result.extra.items() if k.startswith("source_") or k == "class_weights"})
+    final.update({k: v for k, v in result.extra.items() if k.startswith("source_") or k in ("class_weights", "val_top1_single_view")})
     write_json(result.out_dir / "metrics.json", {
         "format_version": 1, "task": cfg.task, "config": cfg.to_dict(), "seed": cfg.seed,
         "classes": list(result.classes), "metric": result.metric,

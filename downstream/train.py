@@ -35,6 +35,7 @@ from perfdata.downstream import checkpoint as C
 from perfdata.downstream import distributed as D
 from perfdata.downstream.grids import FEATURE_SETS
 from perfdata.downstream.metrics import confusion_accuracy, confusion_matrix, mean_iou
+from perfdata.downstream.models2d import mirror_average
 from perfdata.downstream.tasks import (
     TaskData,
     check_sample_count,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 TASKS = ("cls2d", "cls3d", "seg3d")
 BACKBONES = ("dense", "sparse")
 METRICS_FORMAT_VERSION = 1
-RESUME_FREE = ("resume", "workers", "device", "eval_images", "verify", "preload")
+RESUME_FREE = ("resume", "workers", "device", "eval_images", "verify", "preload", "eval_mirror")
 """Config fields that may differ between a run and its --resume."""
 
 
@@ -93,6 +94,9 @@ class TrainConfig:
     """cls2d: probability of background augmentation (bgaug.py)."""
     hflip: bool = True
     """cls2d: mirror training views left-right with probability 1/2 (a mirrored object keeps its class)."""
+    eval_mirror: bool = True
+    """cls2d, with hflip: score val views and --eval-images on the mean of the class probabilities of each image
+    and its left-right mirror (the single-view val top-1 is kept in metrics.json as val_top1_single_view)."""
     features: str = "sh+density"
     """cls3d / seg3d: per-cell inputs, one of grids.FEATURE_SETS."""
     backbone: str = "dense"
@@ -121,6 +125,12 @@ class TrainConfig:
     """cls2d: skip (count and log) bad samples instead of stopping."""
     resume: bool = False
     """Continue from OUT/checkpoint.pt when it exists."""
+
+    @property
+    def mirrors_eval(self) -> bool:
+        """Whether evaluation averages each view with its mirror (eval_mirror, and hflip says a mirror keeps the
+        class)."""
+        return self.eval_mirror and self.hflip
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "widths": list(self.widths), "scenes": list(self.scenes)}
@@ -273,25 +283,40 @@ def run_epoch(model: nn.Module, batches: Iterable[dict[str, Any]], opt: torch.op
     return float(totals[0] / totals[1]), D.all_sum(conf, dist, device), int(totals[2]), int(totals[3]), empty
 
 
+@dataclass
+class Evaluation:
+    """What `evaluate` measured on the val split."""
+
+    conf: torch.Tensor
+    """(C, C) confusion over all ranks' val parts (with mirroring: of the mirror-averaged predictions)."""
+    wrong: list[tuple[np.ndarray, str]]
+    """Up to `collect` misclassified (image (H, W, 3), title) of this rank's part (cls2d only)."""
+    conf_single: torch.Tensor | None = None
+    """With mirroring: the confusion of the views alone (unmirrored), for reference."""
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], data: TaskData, device: torch.device,
-             dist: D.DistInfo, collect: int = 0) -> tuple[torch.Tensor, list[tuple[np.ndarray, str]]]:
-    """((C, C) confusion over all ranks' val parts, up to `collect` misclassified (image (H, W, 3), title) of
-    this rank's part, cls2d only)."""
+             dist: D.DistInfo, collect: int = 0, mirror: bool = False) -> Evaluation:
+    """The val split's confusion (module doc); `mirror` (cls2d) scores each view on the mean of its and its
+    mirror image's class probabilities."""
     model = D.unwrap(model)
     model.eval()
     n = len(data.classes)
-    conf = torch.zeros(n, n, dtype=torch.int64)
+    conf, single = torch.zeros(n, n, dtype=torch.int64), torch.zeros(n, n, dtype=torch.int64)
     wrong: list[tuple[np.ndarray, str]] = []
     for batch in nonempty(batches, [0]):
         logits, y = forward(model, batch, device)
+        if mirror and "x" in batch:
+            single += confusion_matrix(logits.argmax(1).cpu(), y.cpu(), n, data.ignore_index)
+            logits = mirror_average(model, batch["x"].to(device), logits)
         pred = logits.argmax(1).cpu()
         conf += confusion_matrix(pred, y.cpu(), n, data.ignore_index)
         if collect and "x" in batch and pred.ndim == 1:
             for i in torch.nonzero(pred != y.cpu()).flatten().tolist()[: collect - len(wrong)]:
                 title = f"{data.classes[int(y[i])]} -> {data.classes[int(pred[i])]}\n{batch['key'][i][-24:]}"
                 wrong.append((batch["x"][i].permute(1, 2, 0).numpy().clip(0, 1), title))
-    return D.all_sum(conf, dist, device), wrong
+    return Evaluation(D.all_sum(conf, dist, device), wrong, D.all_sum(single, dist, device) if mirror else None)
 
 
 def score(conf: torch.Tensor, task: str) -> float:
@@ -359,6 +384,8 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.
     weight = None if weight is None else weight.to(device)
     wrong: list[tuple[np.ndarray, str]] = []
     collect = 32 if cfg.task == "cls2d" and dist.is_main else 0
+    mirror = cfg.task == "cls2d" and cfg.mirrors_eval
+    ev: Evaluation | None = None
     for epoch in range(done, cfg.epochs):
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
         loss, train_conf, seen, skipped, empty = run_epoch(net, data.train_batches(epoch), opt, data, device, dist,
@@ -367,8 +394,9 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.
         sched.step()
         val = math.nan
         if data.val_batches is not None:
-            conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect if epoch == cfg.epochs - 1 else 0)
-            val = score(conf, cfg.task)
+            ev = evaluate(net, data.val_batches(), data, device, dist, collect if epoch == cfg.epochs - 1 else 0,
+                          mirror)
+            conf, wrong, val = ev.conf, ev.wrong, score(ev.conf, cfg.task)
         stats.append(EpochStats(epoch, loss, score(train_conf, cfg.task), val, time.perf_counter() - t0, lr, seen, skipped,
                                 empty))
         if dist.is_main:
@@ -379,8 +407,11 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.
         if hooks.on_epoch is not None:
             hooks.on_epoch(stats[-1])
     if collect and not wrong and data.val_batches is not None and done == cfg.epochs:
-        conf, wrong = evaluate(net, data.val_batches(), data, device, dist, collect)
+        ev = evaluate(net, data.val_batches(), data, device, dist, collect, mirror)
+        conf, wrong = ev.conf, ev.wrong
     extra: dict[str, Any] = {"splits": data.splits, "world_size": dist.world_size, "resumed_at": resumed_at}
+    if ev is not None and ev.conf_single is not None:
+        extra["val_top1_single_view"] = confusion_accuracy(ev.conf_single)
     if weight is not None:
         extra["class_weights"] = [round(float(w), 4) for w in weight.cpu()]
     if cfg.eval_images and dist.is_main:

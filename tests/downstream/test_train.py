@@ -48,6 +48,14 @@ def test_cls2d_learns_shapes(shard_dir: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         acc = float((model(batch["x"]).argmax(1) == batch["y"]).float().mean())
     assert json.loads(meta["classes"]) == list(res.classes) and acc > 0.6
+    # val is scored on the mean of each view's and its mirror's probabilities; the single-view score is kept
+    val = next(iter(L.shard_pipeline(data, L.ShardLoaderConfig("val", 64, 32, shuffle_buffer=0))))
+    with torch.no_grad():
+        logits = model(val["x"])
+        mirrored = (logits.softmax(1) + model(val["x"].flip(-1)).softmax(1)).argmax(1)
+    assert len(val["y"]) == 18 and res.final.val_metric == pytest.approx(float((mirrored == val["y"]).float().mean()))
+    single = float((logits.argmax(1) == val["y"]).float().mean())
+    assert metrics["final"]["val_top1_single_view"] == pytest.approx(single)
 
 
 class Crash(Exception):
@@ -170,3 +178,18 @@ def test_seg3d_skips_all_ignore_batches(tmp_path: Path) -> None:
     zero = batch_loss(logits, torch.full((5,), -1), -1, None)
     zero.backward()
     assert float(zero) == 0.0 and float(logits.grad.abs().sum()) == 0.0
+
+
+def test_repeated_width_deepens_a_stage() -> None:
+    from perfdata.downstream.models2d import ResNetClassifier
+
+    model = ResNetClassifier(3, 5, (8, 16, 16, 32))
+    assert [b.conv1.stride[0] for b in model.blocks] == [1, 2, 1, 2]  # a new width halves, a repeat keeps
+    assert [b.conv1.stride[0] for b in ResNetClassifier(3, 5, (8, 16, 32)).blocks] == [1, 2, 2]
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_mirror_evaluation_follows_hflip(tmp_path: Path) -> None:
+    base = TrainConfig("cls2d", str(tmp_path), str(tmp_path / "out"))
+    assert base.mirrors_eval and not dataclasses.replace(base, hflip=False).mirrors_eval
+    assert not dataclasses.replace(base, eval_mirror=False).mirrors_eval

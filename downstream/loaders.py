@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from perfdata.downstream.scenes import select_scene_ids
 
 from perfdata.errors import ChecksumError, ConfigError, InputError
-from perfdata.shardcheck import ShardEntry, open_shard_set, shard_samples, url_samples
+from perfdata.shardcheck import ShardEntry, http_size, open_shard_set, open_url, shard_samples, url_samples
 from perfdata.shards import INDEX_NAME, read_index
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,23 @@ class ShardData:
         return select_scene_ids(self.scenes.get(split, ()), tuple(patterns), f"{self.root} ({split})")
 
 
+def _is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
 def read_remote_index(url: str) -> dict[str, Any]:
-    """index.json of a shard folder behind an fsspec URL, checked like a local one; errors name the URL."""
+    """index.json of a shard folder behind a URL (http(s) by urllib, other schemes by fsspec), checked like a
+    local one; errors name the URL."""
     import fsspec
 
     where = f"{url}/{INDEX_NAME}"
     try:
-        with fsspec.open(where, "rb") as fh:
-            data = fh.read()
+        if _is_http(where):
+            with open_url(where) as fh:
+                data = fh.read()
+        else:
+            with fsspec.open(where, "rb") as fh:
+                data = fh.read()
     except (OSError, ValueError) as exc:
         raise InputError(where, f"cannot read shard index ({type(exc).__name__}: {exc})") from None
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,11 +166,11 @@ def check_remote_set(root: str, index: dict[str, Any]) -> None:
         name = PurePosixPath(str(entry["name"]))
         if not name.parts or name.is_absolute() or ".." in name.parts or "\\" in str(name):
             raise InputError(f"{root}/{INDEX_NAME}", f"shard name {str(name)!r} leaves the shard folder")
-    fs, _ = fsspec.core.url_to_fs(root)
+    size_of = http_size if _is_http(root) else fsspec.core.url_to_fs(root)[0].size
     for entry in index["shards"]:
         url = f"{root}/{entry['name']}"
         try:
-            size = fs.size(url)
+            size = size_of(url)
         except (OSError, ValueError) as exc:
             raise InputError(url, f"shard listed in index.json cannot be reached ({type(exc).__name__})") from None
         if size is not None and int(size) != int(entry["bytes"]):

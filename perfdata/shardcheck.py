@@ -202,6 +202,20 @@ def open_url(url: str) -> Any:
     return gopen(url, "rb")
 
 
+def http_size(url: str) -> int | None:
+    """Content-Length of an http(s) URL from a HEAD request (None when the server sends none); an HTTP error is
+    an OSError naming the URL."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as resp:
+            length = resp.headers.get("Content-Length")
+    except urllib.error.URLError as exc:
+        raise OSError(f"{url}: {exc}") from None
+    return None if length is None else int(length)
+
+
 def url_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """A webdataset pipeline stage ({"url"} items -> samples grouped by key) for shards behind URLs (http(s)
     and any scheme webdataset's gopen opens): plain ustar / GNU shards read by `tar_members`, others by tarfile;

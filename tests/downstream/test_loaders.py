@@ -51,7 +51,10 @@ def test_workers_read_disjoint_shards(shard_dir: Path) -> None:
 
 
 def test_shards_over_http(shard_dir: Path) -> None:
+    from fsspec.implementations.http import HTTPFileSystem
     from perfdata.download import serve_directory
+
+    HTTPFileSystem.clear_instance_cache()
 
     server, url = serve_directory(shard_dir)
     with server:
@@ -61,6 +64,9 @@ def test_shards_over_http(shard_dir: Path) -> None:
     local = list(L.shard_pipeline(L.ShardData.open(shard_dir), cfg))
     assert [b["key"] for b in remote] == [b["key"] for b in local]
     assert torch.equal(remote[0]["x"], local[0]["x"])
+    # no fsspec HTTP filesystem (an aiohttp session on an event-loop thread) is left behind: forked DataLoader
+    # workers inherited it without the thread, and its finalizer stalled them (half the HTTP throughput)
+    assert not HTTPFileSystem._cache
 
 
 def test_shard_gone_from_server_names_its_url(shard_dir: Path, tmp_path: Path) -> None:

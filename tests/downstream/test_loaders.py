@@ -52,6 +52,7 @@ def test_workers_read_disjoint_shards(shard_dir: Path) -> None:
 
 def test_shards_over_http(shard_dir: Path) -> None:
     from fsspec.implementations.http import HTTPFileSystem
+
     from perfdata.download import serve_directory
 
     HTTPFileSystem.clear_instance_cache()

@@ -43,6 +43,12 @@ class Store:
     def scene_ids(self) -> tuple[str, ...]:
         return self.root.scenes
 
+    def reopened(self) -> Store:
+        """The same store without the zarr groups this one opened: their fsspec filesystems belong to the process
+        that opened them (an HTTP one holds an aiohttp session on that process's event-loop thread, which a
+        forked DataLoader worker does not have), so a worker reads through its own."""
+        return Store(self.loc, self.root)
+
     def group(self, scene_id: str) -> zarr.Group:
         """The scene's zarr group (opened once per Store; arrays inside are lazy)."""
         if scene_id not in self._groups:

@@ -193,3 +193,18 @@ def test_mirror_evaluation_follows_hflip(tmp_path: Path) -> None:
     base = TrainConfig("cls2d", str(tmp_path), str(tmp_path / "out"))
     assert base.mirrors_eval and not dataclasses.replace(base, hflip=False).mirrors_eval
     assert not dataclasses.replace(base, eval_mirror=False).mirrors_eval
+
+
+def test_cls3d_workers_read_a_store_over_http(object_store: Path, tmp_path: Path) -> None:
+    # each DataLoader worker reopens the store: the parent's fsspec HTTP filesystem (an aiohttp session on the
+    # parent's event-loop thread) failed in forked workers ("Timeout context manager should be used inside a task")
+    from perfdata.download import serve_directory
+
+    kw = dict(epochs=2, batch_size=4, reso=16, widths=(4, 8), device="cpu", workers=2, preload=False)
+    local = train(TrainConfig("cls3d", str(object_store), str(tmp_path / "local"), **kw))
+    server, url = serve_directory(object_store.parent)
+    with server:
+        remote = train(TrainConfig("cls3d", f"{url}/{object_store.name}", str(tmp_path / "remote"), **kw))
+    assert (remote.n_train, remote.n_val) == (local.n_train, local.n_val) == (12, 4)
+    assert [e.train_loss for e in remote.epochs] == [e.train_loss for e in local.epochs]
+    assert remote.val_confusion == local.val_confusion

@@ -37,7 +37,15 @@ import torch.nn.functional as F
 from perfdata.downstream.scenes import select_scene_ids
 
 from perfdata.errors import ChecksumError, ConfigError, InputError
-from perfdata.shardcheck import ShardEntry, http_size, open_shard_set, open_url, shard_samples, url_samples
+from perfdata.shardcheck import (
+    ShardEntry,
+    http_size,
+    is_http,
+    open_shard_set,
+    open_url,
+    shard_samples,
+    url_samples,
+)
 from perfdata.shards import INDEX_NAME, read_index
 
 log = logging.getLogger(__name__)
@@ -128,10 +136,6 @@ class ShardData:
         return select_scene_ids(self.scenes.get(split, ()), tuple(patterns), f"{self.root} ({split})")
 
 
-def _is_http(url: str) -> bool:
-    return url.startswith(("http://", "https://"))
-
-
 def read_remote_index(url: str) -> dict[str, Any]:
     """index.json of a shard folder behind a URL (http(s) by urllib, other schemes by fsspec), checked like a
     local one; errors name the URL."""
@@ -139,7 +143,7 @@ def read_remote_index(url: str) -> dict[str, Any]:
 
     where = f"{url}/{INDEX_NAME}"
     try:
-        if _is_http(where):
+        if is_http(where):
             with open_url(where) as fh:
                 data = fh.read()
         else:
@@ -166,7 +170,7 @@ def check_remote_set(root: str, index: dict[str, Any]) -> None:
         name = PurePosixPath(str(entry["name"]))
         if not name.parts or name.is_absolute() or ".." in name.parts or "\\" in str(name):
             raise InputError(f"{root}/{INDEX_NAME}", f"shard name {str(name)!r} leaves the shard folder")
-    size_of = http_size if _is_http(root) else fsspec.core.url_to_fs(root)[0].size
+    size_of = http_size if is_http(root) else fsspec.core.url_to_fs(root)[0].size
     for entry in index["shards"]:
         url = f"{root}/{entry['name']}"
         try:

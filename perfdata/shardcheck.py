@@ -185,13 +185,17 @@ class _Buffered:
         return out
 
 
+def is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
 def open_url(url: str) -> Any:
     """A binary read stream of `url`: http(s) streamed in this process (urllib; webdataset's gopen would start a
     curl process per shard, ~10 ms each), any other scheme by webdataset's gopen. An HTTP error is an OSError
     naming the URL."""
     from webdataset.gopen import gopen
 
-    if url.startswith(("http://", "https://")):
+    if is_http(url):
         import urllib.error
         import urllib.request
 

@@ -86,10 +86,18 @@ def built(cache: Path, spec: DataSpec) -> dict[str, object]:
             "objects": object_ids(spec), "rooms": [f"room_{k:02d}" for k in range(spec.n_rooms)]}
 
 
-def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] | None = None) -> dict[str, object]:
+FIT_EXECUTOR = {"kind": "dask", "workers": 2, "threads_per_worker": 1}
+"""Where build() fits the scenes: a dask LocalCluster of one single-threaded worker per core of the 2-core
+machine (the fits are independent; one process fitted 152 scenes in 979 s). The caller must run under
+`if __name__ == "__main__":` (a LocalCluster starts its workers by spawning)."""
+
+
+def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] | None = None,
+          executor: dict | None = None) -> dict[str, object]:
     """Build (or reuse) everything under `cache`; returns paths and the seconds each stage took (build.json,
-    written when the shards are packed; a finished cache is reused as it is). With `fit_shard` (i, n) only
-    synthesise and fit the i-th of n parts of the scenes (parallel builders)."""
+    written when the shards are packed; a finished cache is reused as it is). Fits run on `executor`
+    (ExecutorConfig fields; FIT_EXECUTOR by default). With `fit_shard` (i, n) only synthesise and fit the i-th
+    of n parts of the scenes, in this process (parallel builders)."""
     import json
 
     from perfdata.pipelines.export import ExportConfig, export_fits
@@ -99,7 +107,10 @@ def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] |
     from perfdata.pipelines.pack import PackConfig, pack_renders
     from perfdata.pipelines.render import RenderConfig, render_store
 
+    from perfdata.executor import ExecutorConfig
     from perfdata.runner import FINAL_FAILURES, RunConfig
+
+    executor = FIT_EXECUTOR if executor is None else executor
 
     if fit_shard is None and (cache / "shards" / "index.json").is_file() and (cache / "build.json").is_file():
         return {**built(cache, spec), "seconds": json.loads((cache / "build.json").read_text()), "cached": True}
@@ -111,8 +122,9 @@ def build(cache: Path, spec: DataSpec = DataSpec(), fit_shard: tuple[int, int] |
     fit_cfg = FitConfig(steps=spec.fit_steps, resolution=spec.fit_reso, batch_rays=spec.fit_rays, holdout_every=6,
                         eval_max_views=1, seed=SEED, device="cpu")
     t = time.perf_counter()
+    run = RunConfig(shard=fit_shard) if fit_shard is not None else RunConfig(executor=ExecutorConfig(**executor))
     failed = [o for src in (src_obj, src_room)
-              for o in fit_scenes("synthetic", src, None, cache / "fits", fit_cfg, RunConfig(shard=fit_shard))
+              for o in fit_scenes("synthetic", src, None, cache / "fits", fit_cfg, run)
               if o.status in FINAL_FAILURES]
     if failed:
         raise RuntimeError(f"fits failed: {[(o.scene_id, o.error) for o in failed]}")

@@ -19,7 +19,6 @@ cell's labelled voxels, -1 where it has none; so dense and sparse models are sco
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -175,7 +174,6 @@ class StoreGridDataset(torch.utils.data.Dataset):
         self.store, self.ids, self.reso, self.task = store, list(scene_ids), reso, task
         self.classes, self.n_classes, self.features, self.sparse = tuple(classes), n_classes, features, sparse
         self.foreground_only = foreground_only
-        self._pid = os.getpid()
         self._items = [self.load(i) for i in range(len(self.ids))] if preload else None
 
     def __len__(self) -> int:
@@ -185,10 +183,7 @@ class StoreGridDataset(torch.utils.data.Dataset):
         return self._items[i] if self._items is not None else self.load(i)
 
     def load(self, i: int) -> dict[str, torch.Tensor]:
-        """Read scene i from the store (see the class doc for the shapes); a DataLoader worker first reopens the
-        store for itself (Store.reopened)."""
-        if os.getpid() != self._pid:
-            self.store, self._pid = self.store.reopened(), os.getpid()
+        """Read scene i from the store (see the class doc for the shapes)."""
         sid = self.ids[i]
         attrs = self.store.scene_attrs(sid)
         labelled = self.task == "seg" or self.foreground_only

@@ -11,6 +11,7 @@ chunks it needs). The scene list comes from the root attrs, so no directory list
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,28 +38,26 @@ class Store:
 
     loc: Location
     root: RootAttrs
-    _groups: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _groups: dict[tuple[int, str], Any] = field(default_factory=dict, repr=False, compare=False)
+    """Opened scene groups by (process id, scene id): a forked process (a DataLoader worker) opens its own, as
+    the groups' fsspec filesystems belong to the process that opened them (an HTTP one holds an aiohttp session
+    on that process's event-loop thread, which the fork does not have)."""
 
     @property
     def scene_ids(self) -> tuple[str, ...]:
         return self.root.scenes
 
-    def reopened(self) -> Store:
-        """The same store without the zarr groups this one opened: their fsspec filesystems belong to the process
-        that opened them (an HTTP one holds an aiohttp session on that process's event-loop thread, which a
-        forked DataLoader worker does not have), so a worker reads through its own."""
-        return Store(self.loc, self.root)
-
     def group(self, scene_id: str) -> zarr.Group:
-        """The scene's zarr group (opened once per Store; arrays inside are lazy)."""
-        if scene_id not in self._groups:
+        """The scene's zarr group (opened once per Store and process; arrays inside are lazy)."""
+        key = (os.getpid(), scene_id)
+        if key not in self._groups:
             if scene_id not in self.root.scenes:
                 raise InputError(self.loc.url, f"no complete scene {scene_id!r} in this store")
             with quiet_numcodecs():
-                self._groups[scene_id] = zarr.open_group(
+                self._groups[key] = zarr.open_group(
                     self.loc.zarr_store(self.loc.scene_key(scene_id)), mode="r", zarr_format=3
                 )
-        return self._groups[scene_id]
+        return self._groups[key]
 
     def scene_attrs(self, scene_id: str) -> SceneAttrs:
         where = f"{self.loc.url}/{self.loc.scene_key(scene_id)}"

@@ -65,11 +65,16 @@ def setup(info: DistInfo, device: torch.device) -> torch.device:
     return device
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, synchronize: bool = True) -> None:
+    """Leave the process group. With `synchronize` (a run that ended normally) every rank first waits at a
+    barrier, so no rank closes its gloo connections while a peer still uses them: a rank that tore down early
+    could abort its peer ("terminate called without an active exception")."""
     if info.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if synchronize:
+                dist.barrier()
             dist.destroy_process_group()
 
 

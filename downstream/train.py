@@ -355,11 +355,14 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     cfg.check()
     dist = D.dist_from_env()
     device = D.setup(dist, resolve_device(cfg.device))
+    ended = False
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _train(cfg, hooks or TrainHooks(), dist, device)
+            result = _train(cfg, hooks or TrainHooks(), dist, device)
+        ended = True
+        return result
     finally:
-        D.teardown(dist)
+        D.teardown(dist, synchronize=ended)
 
 
 def _train(cfg: TrainConfig, hooks: TrainHooks, dist: D.DistInfo, device: torch.device) -> TrainResult:

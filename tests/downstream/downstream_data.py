@@ -143,3 +143,21 @@ def ddp_worker(shards: str, out: str) -> int:
     train(cfg, TrainHooks(on_step=on_step))
     Path(f"{out}/keys{rank}.json").write_text(json.dumps(keys))
     return rank
+
+
+def teardown_worker(out: str) -> int:
+    """One process of a 2-process group that joins and leaves it; rank 0 is slow to leave (as when it alone
+    writes a run's outputs). Each rank records when it has left into `out`."""
+    import time
+
+    import torch
+    from perfdata.downstream import distributed as D
+
+    info = D.dist_from_env()
+    D.setup(info, torch.device("cpu"))
+    if info.rank == 0:
+        time.sleep(1.0)
+        Path(f"{out}/slow_done").write_text(str(time.time()))
+    D.teardown(info)
+    Path(f"{out}/left{info.rank}").write_text(str(time.time()))
+    return info.rank

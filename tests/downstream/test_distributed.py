@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from downstream_data import ddp_worker
+from downstream_data import ddp_worker, teardown_worker
 from perfdata.downstream.distributed import DistInfo, dist_from_env, launch
 from perfdata.downstream.train import build_model
 
@@ -30,6 +30,12 @@ def test_two_gloo_processes_split_samples_and_agree_on_weights(shard_dir: Path, 
     assert any(not torch.equal(w0[k], p.detach()) for k, p in init.named_parameters())  # and a step was taken
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["epochs"][0]["n_samples"] == len(k0) + len(k1)
+
+
+def test_no_rank_leaves_the_group_before_the_others_are_done(tmp_path: Path) -> None:
+    assert launch(2, teardown_worker, (str(tmp_path),)) == 0
+    slow_done = float((tmp_path / "slow_done").read_text())
+    assert float((tmp_path / "left1").read_text()) >= slow_done  # rank 1 waited for rank 0 at teardown
 
 
 def test_env_parsing() -> None:

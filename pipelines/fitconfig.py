@@ -66,7 +66,8 @@ class FitConfig:
     sum_i w_i^2 over each ray's compositing weights w at cube distances t (`volrend.distortion_packed`): it
     gathers a ray's weight into one short interval, against fog and floaters (which also cost samples).
     0 (the default) leaves the choice to the capture: NDC fits take 3e-3 (`pipelines.fit.ndc_schedule`), MSI fits
-    1e-2 (`msi_schedule`), others none; any other value is used as given."""
+    1e-2 (`msi_schedule`), masked objects 1e-2 from a final resolution of 256 on (`fine_object_schedule`),
+    others none; any other value is used as given."""
     weight_thresh: float = 1e-4
     """SH colour is evaluated only at samples whose compositing weight exceeds this."""
     occupancy_every: int = 16

@@ -8,7 +8,7 @@ import pytest
 import torch
 from perfdata.models import plenoxel, plenoxel_train
 from perfdata.pipelines import plenoxel_fit
-from perfdata.pipelines.fit import fit_scene
+from perfdata.pipelines.fit import fine_object_schedule, fit_scene
 from perfdata.pipelines.fitconfig import FitConfig
 
 from perfdata.errors import ConfigError
@@ -34,9 +34,17 @@ def test_distortion_loss_gathers_the_weights() -> None:
     plain_cfg, strong_cfg = FitConfig(**base), FitConfig(**base, distortion=0.5)
     plain, strong = fit_scene(scene, plain_cfg), fit_scene(scene, strong_cfg)
     assert strong.config is not None and strong.config.distortion == 0.5
+    assert plain.config is not None and plain.config.distortion == 0.0  # a coarse masked object keeps none
     d_plain, d_strong = mean_distortion(scene, plain_cfg, plain.grid), mean_distortion(scene, strong_cfg, strong.grid)
     assert d_plain > 0.0 and d_strong < 0.8 * d_plain, (d_plain, d_strong)
     assert strong.metrics["psnr"] > 18.0  # still a fit of the object
+
+
+def test_a_fine_masked_object_takes_a_distortion_loss_unless_set() -> None:
+    assert fine_object_schedule(FitConfig(resolution=(128, 256))).distortion == 1e-2
+    assert fine_object_schedule(FitConfig(resolution=(256, 512))).distortion == 1e-2
+    assert fine_object_schedule(FitConfig(resolution=(64, 128))).distortion == 0.0
+    assert fine_object_schedule(FitConfig(resolution=(128, 256), distortion=2e-3)).distortion == 2e-3
 
 
 def test_negative_distortion_is_refused() -> None:

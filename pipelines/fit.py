@@ -104,9 +104,9 @@ FINE_RESOLUTION = 256
 def fine_object_schedule(cfg: FitConfig) -> FitConfig:
     """The automatic settings of a masked object's fit (a known background colour): from a final resolution of
     FINE_RESOLUTION on, unless set, a distortion loss of weight 1e-2. On a fine grid it keeps fewer floaters
-    and samples per ray (lego at 200 px, 128^3 -> 256^3, 300 s, benchmarks/fit.py: 29.07 -> 29.88 and 30.14 dB held-out in two runs,
-    1.27x the rays/s, 25% fewer voxels); on a coarse one it does not pay (lego at 100 px, 300 s: 32.71 without,
-    32.59 with, within a run's spread), so coarser fits keep none."""
+    and samples per ray (lego at 200 px, 128^3 -> 256^3, 300 s, benchmarks/fit.py: 29.07 -> 29.88 and 30.14 dB
+    held-out in two runs, 1.27x the rays/s, 25% fewer voxels); on a coarse one it does not pay (lego at 100 px,
+    300 s: 32.71 without, 32.59 with, within a run's spread), so coarser fits keep none."""
     if cfg.resolution[-1] < FINE_RESOLUTION or cfg.distortion != FitConfig().distortion:
         return cfg
     return dataclasses.replace(cfg, distortion=1e-2)

@@ -101,7 +101,7 @@ def test_one_scene_overfit_reproduces_its_target_view(scene_tensors) -> None:
     truth = st.images[target].permute(1, 2, 0).reshape(-1, 3)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(300):
         out = gen.render_rays(model, encode_sources(model, st, views), o, d, zs, st.background, 16, g)
         loss = torch.mean((out["rgb"] - truth) ** 2)
         opt.zero_grad()

@@ -35,6 +35,10 @@ STOP_THRESH = 1e-7
 """A ray stops once its transmittance falls below this (what is behind changes any output by less)."""
 
 
+CACHE_SAMPLES = 64
+"""Samples per ray (in occupied cells, in order) whose raw density and colour the training forward keeps for the
+backward (16 bytes each; the backward gathers later ones from the grid again)."""
+
 BACKWARD_BUFFER_BYTES = 384 << 20
 """Largest SH gradient buffer per CPU worker thread of the backward (beyond it the backward runs on one)."""
 
@@ -145,7 +149,7 @@ def _n_workers(launch: _Launch) -> int:
 
 def _run(launch: _Launch, kernel: Any, per_worker: list[list[Any]]) -> None:
     """Launch `kernel` over the rays: one CUDA launch, or on the CPU one launch per worker thread (worker j takes
-    rays j, j + n, ...), worker j getting the extra trailing arguments per_worker[j]."""
+    the j-th of n contiguous blocks of rays), worker j getting the extra trailing arguments per_worker[j]."""
     import warp as wp
 
     n_workers = len(per_worker)
@@ -153,7 +157,7 @@ def _run(launch: _Launch, kernel: Any, per_worker: list[list[Any]]) -> None:
     device = _warp_device(launch.device)
 
     def go(j: int) -> None:
-        inputs = [launch.grid_struct, *launch.rays, j, n_workers, launch.n_rays, *per_worker[j]]
+        inputs = [launch.grid_struct, *launch.rays, j * dim, min((j + 1) * dim, launch.n_rays), *per_worker[j]]
         stream = wp.stream_from_torch(torch.cuda.current_stream(launch.device)) if device != "cpu" else None
         wp.launch(kernel, dim=dim, inputs=inputs, device=device, stream=stream)
 
@@ -175,20 +179,37 @@ def _wp(t: torch.Tensor) -> Any:
     return wp.from_torch(t, dtype=wp.float32 if t.dtype == torch.float32 else None)
 
 
-def forward(launch: _Launch, n_voxels: int, mark: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+def forward(launch: _Launch, n_voxels: int, mark: bool
+            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Run the forward kernel: out (n_rays, 6) [rgb, depth before z_scale, opacity, distortion (cube units,
     `volrend.distortion_packed`)], counts (n_rays, 2)
     [samples, colour samples] and, with `mark`, flags (n_voxels,) uint8 of the rows samples with density > 0
-    touch and of the rows colour samples touch (else [])."""
+    touch and of the rows colour samples touch (else []) and the sample cache (n_rays, CACHE_SAMPLES, 4) for
+    `backward`."""
     from perfdata.models import fused_kernels as fk
 
     dev = launch.device
     out = torch.zeros((launch.n_rays, 6), dtype=torch.float32, device=dev)
     counts = torch.zeros((launch.n_rays, 2), dtype=torch.int32, device=dev)
-    flags = [torch.zeros(max(n_voxels, 1) if mark else 1, dtype=torch.uint8, device=dev) for _ in range(2)]
-    args = [int(mark), _wp(out), _wp(counts), _wp(flags[0]), _wp(flags[1])]
-    _run(launch, fk.render_forward, [args] * _n_workers(launch))
-    return out, counts, [f[:n_voxels] for f in flags] if mark else []
+    n_workers = _n_workers(launch)
+    # each CPU worker marks its own flags (threads writing bytes of the same cache lines cost ~1/3 of the
+    # forward), merged after
+    flags = torch.zeros((n_workers if mark else 1, 2, max(n_voxels, 1) if mark else 1), dtype=torch.uint8,
+                        device=dev)
+    cache = torch.empty((launch.n_rays, CACHE_SAMPLES, 4) if mark else (1, 1, 4), dtype=torch.float32, device=dev)
+    per_worker = [[int(mark), _wp(out), _wp(counts), _wp(flags[j % flags.shape[0], 0]),
+                   _wp(flags[j % flags.shape[0], 1]), _vec4(cache)] for j in range(n_workers)]
+    _run(launch, fk.render_forward, per_worker)
+    if not mark:
+        return out, counts, [], cache
+    merged = flags.amax(0) if n_workers > 1 else flags[0]
+    return out, counts, [merged[0, :n_voxels], merged[1, :n_voxels]], cache
+
+
+def _vec4(t: torch.Tensor) -> Any:
+    import warp as wp
+
+    return wp.from_torch(t, dtype=wp.vec4)
 
 
 def compact(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,10 +223,10 @@ def compact(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def backward(
     launch: _Launch, out: torch.Tensor, grad_out: torch.Tensor, maps: tuple[torch.Tensor, torch.Tensor],
-    n_rows: tuple[int, int],
+    n_rows: tuple[int, int], cache: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the backward kernel: grad_density (m_d,) and grad_sh (m_s, 27) over the compact rows of
-    maps (map_d, map_s) (n_voxels,) each, with n_rows (m_d, m_s)."""
+    maps (map_d, map_s) (n_voxels,) each, with n_rows (m_d, m_s), and the sample cache of `forward`."""
     from perfdata.models import fused_kernels as fk
 
     # CPU atomics in Warp are plain adds: each worker thread gets its own gradient buffers, summed after, unless
@@ -214,7 +235,7 @@ def backward(
     dev = launch.device
     grad_d = torch.zeros((n_workers, max(n_rows[0], 1)), dtype=torch.float32, device=dev)
     grad_s = torch.zeros((n_workers, max(n_rows[1], 1), 27), dtype=torch.float32, device=dev)
-    fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(maps[0]), _wp(maps[1])]
+    fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(maps[0]), _wp(maps[1]), _vec4(cache)]
     per_worker = [fixed + [_wp(grad_d[j]), _wp(grad_s[j])] for j in range(n_workers)]
     _run(launch, fk.render_backward, per_worker)
     for j in range(1, n_workers):
@@ -243,7 +264,7 @@ class _FusedRender(torch.autograd.Function):
                       (slice(5, 6), g_distortion)):
             if g is not None:
                 grad_out[:, sl] = g.reshape(grad_out.shape[0], -1)
-        grad_d, grad_s = backward(st["launch"], st["out"], grad_out, st["maps"], st["n_rows"])
+        grad_d, grad_s = backward(st["launch"], st["out"], grad_out, st["maps"], st["n_rows"], st["cache"])
         return grad_d.unsqueeze(-1), grad_s, None
 
 
@@ -260,7 +281,7 @@ def render_rays(
     """Inference render of cube rays (origins, unit dirs (n_rays, 3)): foreground rgb (n_rays, 3), depth
     (n_rays,) in cube units along the unit direction (times z_scale: world), opacity (n_rays,)."""
     launch = _prepare(grid, accel, origins, dirs, _offsets(0.5, origins), weight_thresh)
-    out, _, _ = forward(launch, grid.n_voxels, mark=False)
+    out, _, _, _ = forward(launch, grid.n_voxels, mark=False)
     return out[:, :3], out[:, 3], out[:, 4]
 
 
@@ -282,13 +303,14 @@ def render_train(
     int32 from a grid row to its leaf row (-1: not in the leaf; other losses add their gradient there:
     `plenoxel_train.tv_grads_into`); and the sample counts n_samples and n_colour."""
     launch = _prepare(grid, accel, origins, dirs, _offsets(offset, origins), weight_thresh)
-    out, counts, flags = forward(launch, grid.n_voxels, mark=True)
+    out, counts, flags, cache = forward(launch, grid.n_voxels, mark=True)
     for flag, extra in zip(flags, extra_rows, strict=True):
         if extra is not None and extra.numel():
             flag[extra] = 1
     (rows_d, map_d), (rows_s, map_s) = compact(flags[0]), compact(flags[1])
     d_leaf, s_leaf = _gradient_carrier(rows_d.numel(), 1, grid.density), _gradient_carrier(rows_s.numel(), 27, grid.sh)
-    state = {"launch": launch, "out": out, "maps": (map_d, map_s), "n_rows": (rows_d.numel(), rows_s.numel())}
+    state = {"launch": launch, "out": out, "maps": (map_d, map_s), "n_rows": (rows_d.numel(), rows_s.numel()),
+             "cache": cache}
     rgb, depth, opacity, distortion = _FusedRender.apply(d_leaf, s_leaf, state)
     totals = counts.sum(0, dtype=torch.int64).tolist()
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "distortion": distortion, "density_leaf": d_leaf,

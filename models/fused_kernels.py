@@ -21,7 +21,8 @@ prefix sums of w and w t and the ray's totals, opacity and depth) into the 8 cor
 (through the clamp) into the 8 x 27 SH coefficients; both into compact rows (the rows the forward flagged,
 numbered by `map_d` / `map_s`).
 
-Arrays (n = rays handled by the launch, rays taken as ray = tid * ray_stride + ray_start):
+Arrays (a launch handles the rays ray_start + tid < ray_end: a CPU worker thread takes one contiguous block, so
+neighbouring rays of a coherent batch share its caches):
     origins, dirs (n_rays, 3) float32 cube rays (unit dirs); offsets (n_rays,) float32 in [0, 1);
     box (2, 3) float32 occupied box; occupied ((X+1)(Y+1)(Z+1),) uint8; coarse (coarse cells,) uint8;
     links_pad ((X+2)(Y+2)(Z+2),) int64; density (n_voxels,) float32; sh (n_voxels, 27) float32.
@@ -236,15 +237,17 @@ def mark_rows(g: Grid, base: int, flags: wp.array(dtype=wp.uint8)):
 @wp.kernel
 def render_forward(
     g: Grid, origins: wp.array2d(dtype=wp.float32), dirs: wp.array2d(dtype=wp.float32),
-    offsets: wp.array(dtype=wp.float32), ray_start: int, ray_stride: int, n_rays: int, mark: int,
+    offsets: wp.array(dtype=wp.float32), ray_start: int, ray_end: int, mark: int,
     out: wp.array2d(dtype=wp.float32), counts: wp.array2d(dtype=wp.int32), flags_d: wp.array(dtype=wp.uint8),
-    flags_s: wp.array(dtype=wp.uint8),
+    flags_s: wp.array(dtype=wp.uint8), cache: wp.array2d(dtype=wp.vec4),
 ):
     """out (n_rays, 6): rgb (foreground), depth (sum w t), opacity, distortion; counts (n_rays, 2): samples in
     occupied cells, colour samples; with mark != 0, flags_d[row] = 1 for the corner rows of every sample with
-    density > 0 and flags_s[row] = 1 for those of every colour sample (n_voxels,) each."""
-    ray = wp.tid() * ray_stride + ray_start
-    if ray >= n_rays:
+    density > 0 and flags_s[row] = 1 for those of every colour sample (n_voxels,) each, and the first
+    cache.shape[1] samples in occupied cells of each ray leave (raw density, raw colour (colour samples only))
+    in cache (n_rays, cap) for the backward, which then reads them instead of the grid."""
+    ray = wp.tid() + ray_start
+    if ray >= ray_end:
         return
     o = load3(origins, ray)
     d = load3(dirs, ray)
@@ -268,10 +271,14 @@ def render_forward(
             k += 1.0
             p = o + t * d
             cs = cell_state(g, p)
+            slot = n_samples
             n_samples += 1
             f = cell_frac(g, p, cs)
             base = padded_base(g, cs)
             sigma = sample_sigma(g, base, f)
+            cached = mark != 0 and slot < cache.shape[1]
+            if cached:
+                cache[ray, slot] = wp.vec4(sigma, 0.0, 0.0, 0.0)
             if sigma <= 0.0:
                 continue
             if mark != 0:
@@ -284,7 +291,10 @@ def render_forward(
             depth += w * t
             if w > g.weight_thresh:
                 n_colour += 1
-                rgb += w * clamp01(sample_colour_raw(g, base, f, b))
+                raw = sample_colour_raw(g, base, f, b)
+                rgb += w * clamp01(raw)
+                if cached:
+                    cache[ray, slot] = wp.vec4(sigma, raw[0], raw[1], raw[2])
                 if mark != 0:
                     mark_rows(g, base, flags_s)
             if wp.exp(-excl) < g.stop_thresh:
@@ -340,15 +350,16 @@ def scatter_density(
 @wp.kernel
 def render_backward(
     g: Grid, origins: wp.array2d(dtype=wp.float32), dirs: wp.array2d(dtype=wp.float32),
-    offsets: wp.array(dtype=wp.float32), ray_start: int, ray_stride: int, n_rays: int,
+    offsets: wp.array(dtype=wp.float32), ray_start: int, ray_end: int,
     out: wp.array2d(dtype=wp.float32), grad_out: wp.array2d(dtype=wp.float32),
-    map_d: wp.array(dtype=wp.int32), map_s: wp.array(dtype=wp.int32),
+    map_d: wp.array(dtype=wp.int32), map_s: wp.array(dtype=wp.int32), cache: wp.array2d(dtype=wp.vec4),
     grad_density: wp.array(dtype=wp.float32), grad_sh: wp.array2d(dtype=wp.float32),
 ):
     """Gradients of the loss whose gradients wrt `out` (n_rays, 6) are `grad_out` (n_rays, 6): into
-    grad_density (m_d,) and grad_sh (m_s, 27), compact rows (grid row r -> map_d[r], map_s[r])."""
-    ray = wp.tid() * ray_stride + ray_start
-    if ray >= n_rays:
+    grad_density (m_d,) and grad_sh (m_s, 27), compact rows (grid row r -> map_d[r], map_s[r]); the samples the
+    forward cached are read from `cache`, later ones from the grid."""
+    ray = wp.tid() + ray_start
+    if ray >= ray_end:
         return
     o = load3(origins, ray)
     d = load3(dirs, ray)
@@ -368,6 +379,7 @@ def render_backward(
     k = first_index(g, span)
     excl = float(0.0)
     prefix = float(0.0)
+    slot = int(0)
     while True:
         k = next_occupied(g, o, d, span, offsets[ray], k)
         if k < 0.0:
@@ -378,7 +390,14 @@ def render_backward(
         cs = cell_state(g, p)
         f = cell_frac(g, p, cs)
         base = padded_base(g, cs)
-        sigma = sample_sigma(g, base, f)
+        cached = slot < cache.shape[1]
+        kept = wp.vec4(0.0)
+        if cached:
+            kept = cache[ray, slot]
+        else:
+            kept = wp.vec4(sample_sigma(g, base, f), 0.0, 0.0, 0.0)
+        slot += 1
+        sigma = kept[0]
         if sigma <= 0.0:
             continue
         w = (1.0 - wp.exp(-sigma * g.step)) * wp.exp(-excl)
@@ -390,7 +409,9 @@ def render_backward(
         w_before += w
         wt_before += w * t
         if w > g.weight_thresh:
-            raw = sample_colour_raw(g, base, f, b)
+            raw = wp.vec3(kept[1], kept[2], kept[3])
+            if not cached:
+                raw = sample_colour_raw(g, base, f, b)
             value += wp.dot(g_rgb, clamp01(raw))
             scatter_colour(g, base, f, b, raw, w * g_rgb, map_s, grad_sh)
         prefix += w * value

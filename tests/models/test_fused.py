@@ -76,8 +76,12 @@ def _loss_and_grads(grid, accel, rays, bg, use_fused: bool):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("per_ray_background", [False, True])
-def test_fused_train_equals_reference(device: str, per_ray_background: bool) -> None:
+@pytest.mark.parametrize("per_ray_background,cache", [(False, None), (True, None), (False, 3)])
+def test_fused_train_equals_reference(device: str, per_ray_background: bool, cache: int | None,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache=3: the backward reads each ray's first 3 samples from the forward's cache, later ones from the grid."""
+    if cache is not None:
+        monkeypatch.setattr(fused, "CACHE_SAMPLES", cache)
     grid = random_grid((22, 22, 22), 5, device)
     accel = plenoxel.build_accel(grid, 0.5, density_thresh=0.0)
     rays = random_rays(2000, 6, device)

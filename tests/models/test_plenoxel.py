@@ -118,6 +118,23 @@ def test_tv_grads_match_autograd() -> None:
     assert torch.allclose(got, vals.grad, atol=1e-5)
 
 
+def test_tv_sample_runs_are_uniform_distinct_and_sorted() -> None:
+    gen = torch.Generator().manual_seed(0)
+    rows = plenoxel_train.tv_sample(10_000, 0.05, gen, "cpu", run=32)
+    assert rows.numel() == 16 * 32 and bool((rows[1:] > rows[:-1]).all())  # distinct, sorted, k rounded up
+    starts = torch.nonzero(rows[1:] != rows[:-1] + 1).squeeze(-1)
+    assert starts.numel() <= 2 * 16  # 16 runs (a run wrapping around in its stratum is two)
+    counts = torch.zeros(10_000)
+    for _ in range(400):
+        counts[plenoxel_train.tv_sample(10_000, 0.05, gen, "cpu", run=32)] += 1
+    # every row equally likely: 400 * 512 / 10000 = 20.5 visits each, edges of strata included
+    assert abs(float(counts.mean()) - 20.48) < 1e-6 and float(counts.min()) > 3 and float(counts.max()) < 45
+    strata = counts.reshape(16, 625)
+    assert torch.allclose(strata[:, :32].mean(), strata[:, 300:332].mean(), rtol=0.15)
+    assert torch.equal(plenoxel_train.tv_sample(100, 1.0, gen, "cpu"), torch.arange(100))
+    assert plenoxel_train.tv_sample(5, 0.01, gen, "cpu").numel() == 1
+
+
 def test_max_weight_tracks_the_largest_neighbouring_weight() -> None:
     mw = torch.zeros(5)
     ids = torch.tensor([[0, 1, -1, -1, -1, -1, -1, -1], [1, 2, -1, -1, -1, -1, -1, -1]])

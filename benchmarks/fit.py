@@ -142,8 +142,9 @@ def train_throughput(scene, sparse, device: torch.device, n_steps: int) -> dict:
     full = plenoxel.PlenoxelGrid.from_sparse(sparse, device)
     out = {}
     for reso in (full.reso[0] // 2, full.reso[0]):
-        grid = full if reso == full.reso[0] else plenoxel_train.resample(
-            full, reso, torch.ones(full.n_voxels, dtype=torch.bool, device=device), dilate=0)
+        # resampled at its own resolution too (values unchanged): rows then follow the order a fit gives them
+        grid = plenoxel_train.resample(full, reso, torch.ones(full.n_voxels, dtype=torch.bool, device=device),
+                                       dilate=0)
         speed = {}
         for name, use in (("reference", False), ("fused", True)):
             trainer = plenoxel_fit.Trainer(scene, dataclasses.replace(cfg, fused=use), rays, device)

@@ -123,7 +123,7 @@ def _prepare(
     box = torch.stack([accel.box_lo, accel.box_hi]).float().contiguous()
     tensors = {
         "box": box, "occupied": accel.occupied.contiguous().view(torch.uint8),
-        "coarse": accel.coarse.contiguous().view(torch.uint8), "links_pad": accel.links_pad.contiguous(),
+        "coarse": accel.coarse.contiguous().view(torch.uint8), "links": accel.links_bricked.contiguous(),
         "density": grid.density.detach().reshape(-1).contiguous(), "sh": grid.sh.detach().contiguous(),
     }
     g = fk.Grid()
@@ -131,6 +131,7 @@ def _prepare(
         setattr(g, name, wp.from_torch(t, dtype=wp.float32 if t.dtype == torch.float32 else None))
     g.reso = wp.vec3i(*accel.reso)
     g.coarse_dims = wp.vec3i(*accel.coarse_dims)
+    g.brick_dims = wp.vec3i(*accel.brick_dims)
     g.coarse_factor = int(accel.coarse_factor)
     g.jump = max(1, math.ceil(accel.coarse_factor / accel.step - 1e-6))
     g.step = float(accel.step_cube)

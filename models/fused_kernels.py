@@ -25,7 +25,8 @@ Arrays (a launch handles the rays ray_start + tid < ray_end: a CPU worker thread
 neighbouring rays of a coherent batch share its caches):
     origins, dirs (n_rays, 3) float32 cube rays (unit dirs); offsets (n_rays,) float32 in [0, 1);
     box (2, 3) float32 occupied box; occupied ((X+1)(Y+1)(Z+1),) uint8; coarse (coarse cells,) uint8;
-    links_pad ((X+2)(Y+2)(Z+2),) int64; density (n_voxels,) float32; sh (n_voxels, 27) float32.
+    links: the padded link table in bricks of 4^3 (`sampling.brick_links`) int32, brick_dims its bricks per
+    axis; density (n_voxels,) float32; sh (n_voxels, 27) float32.
 """
 
 # ruff: noqa: UP018 -- in a Warp kernel `x = float(0.0)` declares a variable that loops may reassign;
@@ -42,6 +43,7 @@ C22 = wp.constant(0.31539156525252005)
 C24 = wp.constant(0.5462742152960396)
 
 vec9 = wp.types.vector(length=9, dtype=wp.float32)
+vec8i = wp.types.vector(length=8, dtype=wp.int32)
 
 
 @wp.struct
@@ -51,7 +53,8 @@ class Grid:
     box: wp.array2d(dtype=wp.float32)
     occupied: wp.array(dtype=wp.uint8)
     coarse: wp.array(dtype=wp.uint8)
-    links_pad: wp.array(dtype=wp.int64)
+    links: wp.array(dtype=wp.int32)
+    brick_dims: wp.vec3i
     density: wp.array(dtype=wp.float32)
     sh: wp.array2d(dtype=wp.float32)
     reso: wp.vec3i
@@ -118,11 +121,18 @@ def corner_weight(c: int, f: wp.vec3) -> float:
 
 
 @wp.func
-def corner_row(g: Grid, base: int, c: int) -> int:
-    """Grid row of corner c (0..7, x slowest) of the cell whose padded base index is `base`; -1 = empty."""
-    sy = g.reso[2] + 2
-    sx = (g.reso[1] + 2) * sy
-    return int(g.links_pad[base + (c // 4) * sx + ((c // 2) % 2) * sy + c % 2])
+def cell_rows(g: Grid, cell: wp.vec4i) -> vec8i:
+    """Grid rows of the 8 corners (x slowest) of the cell (lower corner + 1 per axis, from `cell_state`, = its
+    lower corner in the padded table); -1 = not allocated. A 4^3 brick is 64 rows of 4 x 4 z-y lines, so the
+    corners lie in one or two cache lines of a brick most of the time."""
+    rows = vec8i()
+    for c in range(8):
+        x = cell[0] + c // 4
+        y = cell[1] + (c // 2) % 2
+        z = cell[2] + c % 2
+        brick = ((x >> 2) * g.brick_dims[1] + (y >> 2)) * g.brick_dims[2] + (z >> 2)
+        rows[c] = g.links[brick * 64 + (x & 3) * 16 + (y & 3) * 4 + (z & 3)]
+    return rows
 
 
 @wp.func
@@ -152,30 +162,24 @@ def cell_frac(g: Grid, p: wp.vec3, cell: wp.vec4i) -> wp.vec3:
 
 
 @wp.func
-def padded_base(g: Grid, cell: wp.vec4i) -> int:
-    """Position of the cell's lower corner in the padded link table."""
-    return (cell[0] * (g.reso[1] + 2) + cell[1]) * (g.reso[2] + 2) + cell[2]
-
-
-@wp.func
-def sample_sigma(g: Grid, base: int, f: wp.vec3) -> float:
-    """Trilinear raw density (before ReLU)."""
+def sample_sigma(g: Grid, rows: vec8i, f: wp.vec3) -> float:
+    """Trilinear raw density (before ReLU) of the corners `rows`."""
     s = float(0.0)
     for c in range(8):
-        row = corner_row(g, base, c)
+        row = rows[c]
         if row >= 0:
             s += corner_weight(c, f) * g.density[row]
     return s
 
 
 @wp.func
-def sample_colour_raw(g: Grid, base: int, f: wp.vec3, b: vec9) -> wp.vec3:
-    """sum_k c_k Y_k of the trilinear SH coefficients (before + 0.5 and the clamp)."""
+def sample_colour_raw(g: Grid, rows: vec8i, f: wp.vec3, b: vec9) -> wp.vec3:
+    """sum_k c_k Y_k of the trilinear SH coefficients of the corners `rows` (before + 0.5 and the clamp)."""
     r = float(0.0)
     gr = float(0.0)
     bl = float(0.0)
     for c in range(8):
-        row = corner_row(g, base, c)
+        row = rows[c]
         if row >= 0:
             w = corner_weight(c, f)
             sr = float(0.0)
@@ -227,9 +231,9 @@ def next_occupied(g: Grid, o: wp.vec3, d: wp.vec3, span: wp.vec3, off: float, k:
 
 
 @wp.func
-def mark_rows(g: Grid, base: int, flags: wp.array(dtype=wp.uint8)):
+def mark_rows(rows: vec8i, flags: wp.array(dtype=wp.uint8)):
     for c in range(8):
-        row = corner_row(g, base, c)
+        row = rows[c]
         if row >= 0:
             flags[row] = wp.uint8(1)
 
@@ -274,15 +278,15 @@ def render_forward(
             slot = n_samples
             n_samples += 1
             f = cell_frac(g, p, cs)
-            base = padded_base(g, cs)
-            sigma = sample_sigma(g, base, f)
+            rows = cell_rows(g, cs)
+            sigma = sample_sigma(g, rows, f)
             cached = mark != 0 and slot < cache.shape[1]
             if cached:
                 cache[ray, slot] = wp.vec4(sigma, 0.0, 0.0, 0.0)
             if sigma <= 0.0:
                 continue
             if mark != 0:
-                mark_rows(g, base, flags_d)
+                mark_rows(rows, flags_d)
             w = (1.0 - wp.exp(-sigma * g.step)) * wp.exp(-excl)
             excl += sigma * g.step
             pairs += 2.0 * w * (t * opacity - depth)
@@ -291,12 +295,12 @@ def render_forward(
             depth += w * t
             if w > g.weight_thresh:
                 n_colour += 1
-                raw = sample_colour_raw(g, base, f, b)
+                raw = sample_colour_raw(g, rows, f, b)
                 rgb += w * clamp01(raw)
                 if cached:
                     cache[ray, slot] = wp.vec4(sigma, raw[0], raw[1], raw[2])
                 if mark != 0:
-                    mark_rows(g, base, flags_s)
+                    mark_rows(rows, flags_s)
             if wp.exp(-excl) < g.stop_thresh:
                 break
     out[ray, 0] = rgb[0]
@@ -318,13 +322,13 @@ def pass_clamp(raw: float, grad: float) -> float:
 
 @wp.func
 def scatter_colour(
-    g: Grid, base: int, f: wp.vec3, b: vec9, raw: wp.vec3, g_col: wp.vec3,
+    rows: vec8i, f: wp.vec3, b: vec9, raw: wp.vec3, g_col: wp.vec3,
     row_map: wp.array(dtype=wp.int32), grad_sh: wp.array2d(dtype=wp.float32),
 ):
     """Gradient g_col of the clamped colour -> the 27 SH coefficients of the 8 corners (compact rows)."""
     gr = wp.vec3(pass_clamp(raw[0], g_col[0]), pass_clamp(raw[1], g_col[1]), pass_clamp(raw[2], g_col[2]))
     for c in range(8):
-        row = corner_row(g, base, c)
+        row = rows[c]
         if row >= 0:
             local = row_map[row]
             w = corner_weight(c, f)
@@ -337,12 +341,12 @@ def scatter_colour(
 
 @wp.func
 def scatter_density(
-    g: Grid, base: int, f: wp.vec3, g_sigma: float, map_d: wp.array(dtype=wp.int32),
+    rows: vec8i, f: wp.vec3, g_sigma: float, map_d: wp.array(dtype=wp.int32),
     grad_density: wp.array(dtype=wp.float32),
 ):
     """Gradient g_sigma of the trilinear density -> its 8 corners (compact rows)."""
     for c in range(8):
-        row = corner_row(g, base, c)
+        row = rows[c]
         if row >= 0:
             wp.atomic_add(grad_density, map_d[row], corner_weight(c, f) * g_sigma)
 
@@ -389,13 +393,13 @@ def render_backward(
         p = o + t * d
         cs = cell_state(g, p)
         f = cell_frac(g, p, cs)
-        base = padded_base(g, cs)
+        rows = cell_rows(g, cs)
         cached = slot < cache.shape[1]
         kept = wp.vec4(0.0)
         if cached:
             kept = cache[ray, slot]
         else:
-            kept = wp.vec4(sample_sigma(g, base, f), 0.0, 0.0, 0.0)
+            kept = wp.vec4(sample_sigma(g, rows, f), 0.0, 0.0, 0.0)
         slot += 1
         sigma = kept[0]
         if sigma <= 0.0:
@@ -411,11 +415,11 @@ def render_backward(
         if w > g.weight_thresh:
             raw = wp.vec3(kept[1], kept[2], kept[3])
             if not cached:
-                raw = sample_colour_raw(g, base, f, b)
+                raw = sample_colour_raw(g, rows, f, b)
             value += wp.dot(g_rgb, clamp01(raw))
-            scatter_colour(g, base, f, b, raw, w * g_rgb, map_s, grad_sh)
+            scatter_colour(rows, f, b, raw, w * g_rgb, map_s, grad_sh)
         prefix += w * value
-        scatter_density(g, base, f, (wp.exp(-excl) * value - (total - prefix)) * g.step, map_d, grad_density)
+        scatter_density(rows, f, (wp.exp(-excl) * value - (total - prefix)) * g.step, map_d, grad_density)
         if wp.exp(-excl) < g.stop_thresh:
             break
 

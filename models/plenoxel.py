@@ -132,6 +132,8 @@ class Accel:
         coarse: ((X+1)/c (Y+1)/c (Z+1)/c,) bool, rounded up: blocks of c^3 cells holding an occupied cell,
             dilated by one block (`march` tests these first, for runs of samples at once).
         coarse_dims: its shape. coarse_factor: c.
+        links_bricked, brick_dims: the padded link table as int32 bricks of 4^3 (`sampling.brick_links`), the
+            fused kernels' layout.
     """
 
     links_pad: torch.Tensor
@@ -143,6 +145,8 @@ class Accel:
     coarse: torch.Tensor
     coarse_dims: tuple[int, int, int]
     coarse_factor: int
+    links_bricked: torch.Tensor
+    brick_dims: tuple[int, int, int]
 
     @property
     def step_cube(self) -> float:
@@ -177,7 +181,9 @@ def build_accel(
     coarse = occ_p.reshape(b[0], c, b[1], c, b[2], c).any(5).any(3).any(1)
     coarse = torch.nn.functional.max_pool3d(coarse.float()[None, None], 3, 1, 1)[0, 0] > 0
     dims = tuple(int(n) for n in coarse.shape)
-    return Accel(sampling.pad_links(grid.links), occ.reshape(-1), lo, hi, reso, step, coarse.reshape(-1), dims, c)  # type: ignore[arg-type]
+    bricked, brick_dims = sampling.brick_links(grid.links)
+    return Accel(sampling.pad_links(grid.links), occ.reshape(-1), lo, hi, reso, step, coarse.reshape(-1), dims,  # type: ignore[arg-type]
+                 c, bricked, brick_dims)
 
 
 def _any_of_pairs(a: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,29 @@ def pad_links(links: torch.Tensor) -> torch.Tensor:
     return padded.reshape(-1)
 
 
+def morton_order(coords: torch.Tensor) -> torch.Tensor:
+    """The permutation (n,) int64 that sorts voxel coordinates (n, 3) (each < 2^20) by their Morton (Z-order)
+    index: the bits of x, y, z interleaved, x's highest."""
+    key = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    c = coords.long()
+    for bit in range(max(1, int(c.max()).bit_length()) if c.numel() else 1):
+        for axis in range(3):
+            key |= ((c[:, axis] >> bit) & 1) << (3 * bit + 2 - axis)
+    return torch.argsort(key)
+
+
+def brick_links(links: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(X, Y, Z) int32 links -> the padded table of `pad_links` (entry [x + 1, y + 1, z + 1], border -1) as
+    int32 in bricks of 4^3: flat (n_bricks * 64,), brick (bx, by, bz) at ((bx B_y + by) B_z + bz) * 64, entry
+    (i, j, k) of a brick at 16 i + 4 j + k; and the bricks per axis (B_x, B_y, B_z) = ceil((R + 2) / 4). The 8
+    corners of a cell lie in one brick most of the time (the fused kernels' layout)."""
+    dims = tuple(-(-(n + 2) // 4) for n in links.shape)
+    table = torch.full([4 * d for d in dims], -1, dtype=torch.int32, device=links.device)
+    table[1: links.shape[0] + 1, 1: links.shape[1] + 1, 1: links.shape[2] + 1] = links
+    bricks = table.reshape(dims[0], 4, dims[1], 4, dims[2], 4).permute(0, 2, 4, 1, 3, 5)
+    return bricks.contiguous().reshape(-1), dims  # type: ignore[return-value]
+
+
 def trilinear_corners(u: torch.Tensor, reso: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The 8 corners of points given in index coordinates.
 

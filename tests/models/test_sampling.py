@@ -69,3 +69,27 @@ def test_compact_rows() -> None:
     rows, local = sampling.compact_rows(ids, 10)
     assert rows.tolist() == [2, 5, 9]
     assert torch.equal(rows[local][ids >= 0], ids[ids >= 0])
+
+
+def test_brick_links_hold_the_padded_table() -> None:
+    g = torch.Generator().manual_seed(0)
+    links = torch.randint(-1, 1000, (7, 5, 10), generator=g, dtype=torch.int32)
+    bricked, dims = sampling.brick_links(links)
+    assert dims == (3, 2, 3) and bricked.dtype == torch.int32 and bricked.numel() == 18 * 64
+    padded = sampling.pad_links(links).reshape(9, 7, 12)
+    x, y, z = torch.meshgrid(torch.arange(9), torch.arange(7), torch.arange(12), indexing="ij")
+    at = (((x // 4) * dims[1] + y // 4) * dims[2] + z // 4) * 64 + (x % 4) * 16 + (y % 4) * 4 + z % 4
+    assert torch.equal(bricked[at].long(), padded)
+    outside = torch.ones(bricked.numel(), dtype=torch.bool)
+    outside[at.reshape(-1)] = False
+    assert bool((bricked[outside] == -1).all())  # the padding up to whole bricks is empty
+
+
+def test_morton_order_interleaves_bits() -> None:
+    coords = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    ordered = coords[sampling.morton_order(coords)]
+    assert ordered[:8].tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0], [1, 0, 1], [1, 1, 0], [1, 1, 1]]
+    assert ordered[8].tolist() == [0, 0, 2] and ordered[63].tolist() == [3, 3, 3]
+    # every aligned 2^k block is one run of rows
+    block = (ordered // 2).tolist()
+    assert all(block[i] == block[i - i % 8] for i in range(64))

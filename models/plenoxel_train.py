@@ -177,8 +177,9 @@ def tv_grads(
     return torch.cat(out_rows), torch.cat(out_grads)
 
 
-TV_RUN = 32
-"""Consecutive rows per run of `tv_sample` (rows follow x, y, z order, so a run is mostly one z column)."""
+TV_RUN = 64
+"""Consecutive rows per run of `tv_sample` (a fit's rows follow Morton order (`make_grid`): 64 rows are one
+4^3 block where all its voxels are allocated; 32 and 128 gave within 10 % of its TV time at 256^3)."""
 
 
 def tv_sample(n_rows: int, fraction: float, gen: torch.Generator, device: torch.device | str,

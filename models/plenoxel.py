@@ -20,6 +20,8 @@ and `render_camera` (a whole pinhole camera in chunks with bounded memory).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,7 +126,9 @@ class Accel:
     """What rendering needs besides the parameters; rebuild it after the densities change much.
 
     Attributes:
-        links_pad: ((X+2)(Y+2)(Z+2),) int64 padded link table (see `sampling.pad_links`).
+        links: the grid's (X, Y, Z) int32 link table (not a copy); the layouts each render path reads are made
+            from it at first use (`links_pad` for the plain path, `links_bricked` for the fused one), so a fit
+            holds only the one its path needs.
         occupied: ((X+1)(Y+1)(Z+1),) bool: cell c (between voxels c and c + 1 per axis, c from -1) holds a
             corner with density above the threshold.
         box_lo, box_hi: (3,) cube-coordinate box around the occupied cells (rays are marched only inside).
@@ -132,11 +136,9 @@ class Accel:
         coarse: ((X+1)/c (Y+1)/c (Z+1)/c,) bool, rounded up: blocks of c^3 cells holding an occupied cell,
             dilated by one block (`march` tests these first, for runs of samples at once).
         coarse_dims: its shape. coarse_factor: c.
-        links_bricked, brick_dims: the padded link table as int32 bricks of 4^3 (`sampling.brick_links`), the
-            fused kernels' layout.
     """
 
-    links_pad: torch.Tensor
+    links: torch.Tensor
     occupied: torch.Tensor
     box_lo: torch.Tensor
     box_hi: torch.Tensor
@@ -145,8 +147,25 @@ class Accel:
     coarse: torch.Tensor
     coarse_dims: tuple[int, int, int]
     coarse_factor: int
-    links_bricked: torch.Tensor
-    brick_dims: tuple[int, int, int]
+
+    @functools.cached_property
+    def links_pad(self) -> torch.Tensor:
+        """((X+2)(Y+2)(Z+2),) int64 padded link table (`sampling.pad_links`)."""
+        return sampling.pad_links(self.links)
+
+    @functools.cached_property
+    def _bricked(self) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        return sampling.brick_links(self.links)
+
+    @property
+    def links_bricked(self) -> torch.Tensor:
+        """The padded link table as int32 bricks of 4^3 (`sampling.brick_links`), the fused kernels' layout."""
+        return self._bricked[0]
+
+    @property
+    def brick_dims(self) -> tuple[int, int, int]:
+        """Bricks of `links_bricked` per axis."""
+        return self._bricked[1]
 
     @property
     def step_cube(self) -> float:
@@ -181,9 +200,7 @@ def build_accel(
     coarse = occ_p.reshape(b[0], c, b[1], c, b[2], c).any(5).any(3).any(1)
     coarse = torch.nn.functional.max_pool3d(coarse.float()[None, None], 3, 1, 1)[0, 0] > 0
     dims = tuple(int(n) for n in coarse.shape)
-    bricked, brick_dims = sampling.brick_links(grid.links)
-    return Accel(sampling.pad_links(grid.links), occ.reshape(-1), lo, hi, reso, step, coarse.reshape(-1), dims,  # type: ignore[arg-type]
-                 c, bricked, brick_dims)
+    return Accel(grid.links, occ.reshape(-1), lo, hi, reso, step, coarse.reshape(-1), dims, c)  # type: ignore[arg-type]
 
 
 def _any_of_pairs(a: torch.Tensor) -> torch.Tensor:

@@ -161,6 +161,7 @@ class _LazyGrid:
     def __init__(self, reso: int, seed: int) -> None:
         self.reso, self.seed = reso, seed
         self.world_from_grid = similarity(1.5, np.array([0.0, 0.0, 1.0]))
+        self.ndc = None  # what MemorySource's scene attributes read of a grid besides its frame
 
 
 class _LazySource(MemorySource):

@@ -21,7 +21,6 @@ and `render_camera` (a whole pinhole camera in chunks with bounded memory).
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import numpy as np

@@ -5,10 +5,12 @@ per ray (`fused_kernels`, NVIDIA Warp: LLVM on the CPU, CUDA on a GPU), called f
 and the kernels compile for the tensors' device; otherwise they run the plain PyTorch path, which stays the
 reference (tests hold the two equal). Why fused: the plain path writes every per-sample tensor (positions,
 8 corner ids and weights, 28 interpolated channels, weights) to memory and reads it back several times; here
-a ray's samples live in registers, and the backward marches the ray again instead of storing them.
+a ray's samples live in registers, and the backward marches the ray again, reading the raw density and colour
+of its first CACHE_SAMPLES samples from a small per-ray cache the training forward wrote (16 bytes a sample)
+instead of gathering the grid again.
 
-Memory: nothing per sample; per batch (n_rays, 6) outputs, a uint8 flag and an int32 compact index per grid row,
-and the SH gradient of the touched rows only (m, 27). On the CPU the rays are split over `torch.get_num_threads()`
+Memory: per batch (n_rays, 6) outputs, the sample cache (n_rays, CACHE_SAMPLES, 4), a uint8 flag per grid row
+(per CPU worker) and an int32 compact index per grid row, and the SH gradient of the touched rows only (m, 27). On the CPU the rays are split over `torch.get_num_threads()`
 threads (Warp runs a CPU launch on one thread; launches release the GIL), each with its own gradient buffers.
 """
 
@@ -128,7 +130,7 @@ def _prepare(
     }
     g = fk.Grid()
     for name, t in tensors.items():
-        setattr(g, name, wp.from_torch(t, dtype=wp.float32 if t.dtype == torch.float32 else None))
+        setattr(g, name, _wp(t))
     g.reso = wp.vec3i(*accel.reso)
     g.coarse_dims = wp.vec3i(*accel.coarse_dims)
     g.brick_dims = wp.vec3i(*accel.brick_dims)
@@ -138,7 +140,7 @@ def _prepare(
     g.weight_thresh = float(weight_thresh)
     g.stop_thresh = STOP_THRESH
     rays = [origins.float().contiguous(), dirs.float().contiguous(), offsets.float().contiguous()]
-    return _Launch(g, [wp.from_torch(r, dtype=wp.float32) for r in rays], origins.shape[0], origins.device,
+    return _Launch(g, [_wp(r) for r in rays], origins.shape[0], origins.device,
                    list(tensors.values()) + rays)
 
 
@@ -174,10 +176,13 @@ def _in_threads(go: Callable[[int], None], n: int) -> None:
         list(pool.map(go, range(n)))
 
 
-def _wp(t: torch.Tensor) -> Any:
+def _wp(t: torch.Tensor, dtype: Any = None) -> Any:
+    """A Warp view of `t` (no copy): float32 as wp.float32 unless `dtype` (e.g. wp.vec4 over a last axis of 4)."""
     import warp as wp
 
-    return wp.from_torch(t, dtype=wp.float32 if t.dtype == torch.float32 else None)
+    if dtype is None and t.dtype == torch.float32:
+        dtype = wp.float32
+    return wp.from_torch(t, dtype=dtype)
 
 
 def forward(launch: _Launch, n_voxels: int, mark: bool
@@ -187,30 +192,24 @@ def forward(launch: _Launch, n_voxels: int, mark: bool
     [samples, colour samples] and, with `mark`, flags (n_voxels,) uint8 of the rows samples with density > 0
     touch and of the rows colour samples touch (else []) and the sample cache (n_rays, CACHE_SAMPLES, 4) for
     `backward`."""
+    import warp as wp
     from perfdata.models import fused_kernels as fk
 
     dev = launch.device
     out = torch.zeros((launch.n_rays, 6), dtype=torch.float32, device=dev)
     counts = torch.zeros((launch.n_rays, 2), dtype=torch.int32, device=dev)
     n_workers = _n_workers(launch)
-    # each CPU worker marks its own flags (threads writing bytes of the same cache lines cost ~1/3 of the
-    # forward), merged after
-    flags = torch.zeros((n_workers if mark else 1, 2, max(n_voxels, 1) if mark else 1), dtype=torch.uint8,
-                        device=dev)
+    # with `mark`, each CPU worker marks its own flags (threads writing bytes of the same cache lines cost ~1/3
+    # of the forward), merged after; without, every worker gets the same unused 1-row stand-ins
+    flags = torch.zeros((n_workers, 2, max(n_voxels, 1)) if mark else (1, 2, 1), dtype=torch.uint8, device=dev)
     cache = torch.empty((launch.n_rays, CACHE_SAMPLES, 4) if mark else (1, 1, 4), dtype=torch.float32, device=dev)
-    per_worker = [[int(mark), _wp(out), _wp(counts), _wp(flags[j % flags.shape[0], 0]),
-                   _wp(flags[j % flags.shape[0], 1]), _vec4(cache)] for j in range(n_workers)]
+    mine = [flags[j] if mark else flags[0] for j in range(n_workers)]
+    per_worker = [[int(mark), _wp(out), _wp(counts), _wp(f[0]), _wp(f[1]), _wp(cache, wp.vec4)] for f in mine]
     _run(launch, fk.render_forward, per_worker)
     if not mark:
         return out, counts, [], cache
     merged = flags.amax(0) if n_workers > 1 else flags[0]
     return out, counts, [merged[0, :n_voxels], merged[1, :n_voxels]], cache
-
-
-def _vec4(t: torch.Tensor) -> Any:
-    import warp as wp
-
-    return wp.from_torch(t, dtype=wp.vec4)
 
 
 def compact(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,6 +227,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the backward kernel: grad_density (m_d,) and grad_sh (m_s, 27) over the compact rows of
     maps (map_d, map_s) (n_voxels,) each, with n_rows (m_d, m_s), and the sample cache of `forward`."""
+    import warp as wp
     from perfdata.models import fused_kernels as fk
 
     # CPU atomics in Warp are plain adds: each worker thread gets its own gradient buffers, summed after, unless
@@ -236,7 +236,7 @@ def backward(
     dev = launch.device
     grad_d = torch.zeros((n_workers, max(n_rows[0], 1)), dtype=torch.float32, device=dev)
     grad_s = torch.zeros((n_workers, max(n_rows[1], 1), 27), dtype=torch.float32, device=dev)
-    fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(maps[0]), _wp(maps[1]), _vec4(cache)]
+    fixed = [_wp(out.contiguous()), _wp(grad_out.contiguous()), _wp(maps[0]), _wp(maps[1]), _wp(cache, wp.vec4)]
     per_worker = [fixed + [_wp(grad_d[j]), _wp(grad_s[j])] for j in range(n_workers)]
     _run(launch, fk.render_backward, per_worker)
     for j in range(1, n_workers):

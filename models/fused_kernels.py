@@ -21,8 +21,7 @@ prefix sums of w and w t and the ray's totals, opacity and depth) into the 8 cor
 (through the clamp) into the 8 x 27 SH coefficients; both into compact rows (the rows the forward flagged,
 numbered by `map_d` / `map_s`).
 
-Arrays (a launch handles the rays ray_start + tid < ray_end: a CPU worker thread takes one contiguous block, so
-neighbouring rays of a coherent batch share its caches):
+Arrays (a launch handles the rays ray_start + tid < ray_end: a CPU worker thread takes one contiguous block):
     origins, dirs (n_rays, 3) float32 cube rays (unit dirs); offsets (n_rays,) float32 in [0, 1);
     box (2, 3) float32 occupied box; occupied ((X+1)(Y+1)(Z+1),) uint8; coarse (coarse cells,) uint8;
     links: the padded link table in bricks of 4^3 (`sampling.brick_links`) int32, brick_dims its bricks per

@@ -194,11 +194,10 @@ def tv_sample(n_rows: int, fraction: float, gen: torch.Generator, device: torch.
     n_runs = -(-k // run)
     lo = torch.arange(n_runs, device=device) * n_rows // n_runs
     size = torch.arange(1, n_runs + 1, device=device) * n_rows // n_runs - lo
-    length = torch.minimum(size, torch.tensor(run, device=device))
     start = (torch.rand(n_runs, generator=gen, device=device) * size).long().clamp_max(size - 1)
     offset = torch.arange(run, device=device)
     rows = lo[:, None] + (start[:, None] + offset) % size[:, None]
-    rows = rows[offset < length[:, None]]
+    rows = rows[offset < size[:, None]]  # a stratum smaller than a run gives its rows once
     return torch.sort(rows).values
 
 

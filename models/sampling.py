@@ -59,7 +59,8 @@ def morton_order(coords: torch.Tensor) -> torch.Tensor:
     index: the bits of x, y, z interleaved, x's highest."""
     key = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
     c = coords.long()
-    for bit in range(max(1, int(c.max()).bit_length()) if c.numel() else 1):
+    bits = int(c.max()).bit_length() if c.numel() else 0
+    for bit in range(bits):
         for axis in range(3):
             key |= ((c[:, axis] >> bit) & 1) << (3 * bit + 2 - axis)
     return torch.argsort(key)

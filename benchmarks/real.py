@@ -4,7 +4,8 @@ Per capture -- fern (llff, images_8), hololens-000 (rgbd), lego (blender), and a
 backdrop without masks or depth (`perfdata synth --backdrop textured`, the stand-in for CO3D) -- a fit with
 `--background auto` (what the capture gets) and, where auto picks something else, one with today's single learned
 colour in the same run: held-out PSNR / SSIM at the time marks (60, 120, 300 s of optimisation), final
-voxels, training rays/s, depth_abs_rel where depth truth exists, and the background chosen.
+voxels, training rays/s, per coarse-to-fine stage its steps, seconds, rays/s and samples per ray (`stages`: where
+the budget went), depth_abs_rel where depth truth exists, and the background chosen.
 
     .venv/bin/python benchmarks/real.py [--seconds 300] [--captures fern hololens lego backdrop] [--quick]
                                         [--data ../shared/data] [--device auto] [--threads N]
@@ -58,6 +59,19 @@ def config(name: str, background: str, seconds: float, marks: list[float], devic
                      eval_at_seconds=tuple(marks), eval_max_views=8, device=device, **extra)
 
 
+STAGE_KEYS = ("resolution", "voxels", "steps", "seconds", "rays_per_second", "samples_per_ray",
+              "colour_samples_per_ray")
+
+
+def stages(stats: dict[str, float]) -> list[dict[str, float]]:
+    """fit stats' per-stage keys (`plenoxel_fit.stage_stats`) as one entry per coarse-to-fine stage."""
+    out, k = [], 0
+    while f"stage{k}_steps" in stats:
+        out.append({key: round(stats[f"stage{k}_{key}"], 1) for key in STAGE_KEYS})
+        k += 1
+    return out
+
+
 def run_fit(scene: Scene, cfg: FitConfig) -> dict:
     start = time.perf_counter()
     result = fit_scene(scene, cfg)
@@ -69,6 +83,7 @@ def run_fit(scene: Scene, cfg: FitConfig) -> dict:
         "voxels": result.grid.n_voxels,
         "resolution": list(result.grid.reso),
         "rays_per_second": round(result.stats.get("rays_per_second", 0.0)),
+        "stages": stages(result.stats),
         "steps": result.steps,
         "train_seconds": round(result.train_seconds, 1),
         "wall_seconds": round(time.perf_counter() - start, 1),

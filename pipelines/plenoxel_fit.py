@@ -391,6 +391,40 @@ class MSIFit:
         self.opt.zero_grad()
 
 
+@dataclass(frozen=True)
+class StageMark:
+    """The counters of a fit at the start of a coarse-to-fine stage (or at its end)."""
+
+    resolution: int
+    voxels: int
+    step: int
+    seconds: float
+    rays: int
+    samples: int
+    colour: int
+
+    @staticmethod
+    def of(trainer: Trainer, step: int, seconds: float) -> StageMark:
+        return StageMark(int(trainer.grid.reso[0]), trainer.grid.n_voxels, step, seconds, trainer.n_rays,
+                         trainer.n_samples, trainer.n_colour)
+
+
+def stage_stats(starts: Sequence[StageMark], end: StageMark) -> dict[str, float]:
+    """Per coarse-to-fine stage k, flat keys for fit.json's stats: stage{k}_resolution (along x), _voxels (at
+    its start), _steps, _seconds (optimisation), _rays_per_second, _samples_per_ray and _colour_samples_per_ray
+    -- where a fit spends its budget (a forward-facing scene's last stage holds most of the cost)."""
+    out: dict[str, float] = {}
+    for k, (a, b) in enumerate(zip(starts, [*starts[1:], end], strict=True)):
+        rays, seconds = max(b.rays - a.rays, 1), b.seconds - a.seconds
+        out.update({
+            f"stage{k}_resolution": a.resolution, f"stage{k}_voxels": a.voxels, f"stage{k}_steps": b.step - a.step,
+            f"stage{k}_seconds": seconds, f"stage{k}_rays_per_second": (b.rays - a.rays) / max(seconds, 1e-9),
+            f"stage{k}_samples_per_ray": (b.samples - a.samples) / rays,
+            f"stage{k}_colour_samples_per_ray": (b.colour - a.colour) / rays,
+        })
+    return out
+
+
 def _grad(leaf: torch.Tensor) -> torch.Tensor:
     return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
 
@@ -410,11 +444,14 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
         fused.available(device)  # load (or compile) the fused kernels before the clock starts
     clock, curve, marks = Clock(), [], list(cfg.eval_at_seconds)
     it, loss = 0, 0.0
+    stage_starts: list[StageMark] = []
     while it < cfg.steps:
         frac = progress_fraction(cfg, it, clock.seconds())
         if frac >= 1.0:
             break
         trainer.maybe_upsample(frac)
+        if len(stage_starts) <= trainer.stage:
+            stage_starts.append(StageMark.of(trainer, it, clock.seconds()))
         loss, batch_psnr = trainer.step(it, frac)
         it += 1
         if not math.isfinite(loss) or (it % 10 == 0 and not bool(torch.isfinite(trainer.grid.density).all())):
@@ -436,6 +473,7 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
         "samples_per_second": trainer.n_samples / max(train_seconds, 1e-9),
         "alive_samples_per_second": trainer.n_alive / max(train_seconds, 1e-9),
         "colour_samples_per_second": trainer.n_colour / max(train_seconds, 1e-9),
+        **stage_stats(stage_starts, StageMark.of(trainer, it, train_seconds)),
     }
     used = dataclasses.replace(cfg, background=scene.meta.get("fit_background") or choose_background(scene, cfg))
     return FitResult(grid.to_sparse(), result, tuple(curve), it, train_seconds, str(device), stats, used)

@@ -66,6 +66,17 @@ def test_coarse_to_fine_and_time_budget() -> None:
     assert 3.5 < result.train_seconds < 12.0  # one step past the budget at most, even on a busy machine
     assert len(result.curve) == 1 and result.curve[0][0] == 1.0
     assert result.metrics["psnr"] > 16.0
+    # where the budget went, per stage: the steps and seconds add up, the upsample came at 30% of the time
+    stats = result.stats
+    assert (stats["stage0_resolution"], stats["stage1_resolution"]) == (16, 32) and "stage2_steps" not in stats
+    assert stats["stage0_steps"] + stats["stage1_steps"] == result.steps and stats["stage0_steps"] > 0
+    assert stats["stage0_seconds"] + stats["stage1_seconds"] == pytest.approx(result.train_seconds, abs=1e-3)
+    assert 0.25 < stats["stage0_seconds"] / result.train_seconds < 0.45
+    assert 0 < stats["stage0_voxels"] <= 16**3 and stats["stage1_voxels"] == result.grid.n_voxels
+    for k in (0, 1):
+        assert stats[f"stage{k}_colour_samples_per_ray"] <= stats[f"stage{k}_samples_per_ray"]
+        assert stats[f"stage{k}_rays_per_second"] == pytest.approx(
+            stats[f"stage{k}_steps"] * cfg.batch_rays / stats[f"stage{k}_seconds"])
 
 
 def test_fit_scenes_writes_skips_and_records_failures(tmp_path: Path) -> None:

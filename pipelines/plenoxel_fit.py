@@ -415,12 +415,12 @@ def stage_stats(starts: Sequence[StageMark], end: StageMark) -> dict[str, float]
     -- where a fit spends its budget (a forward-facing scene's last stage holds most of the cost)."""
     out: dict[str, float] = {}
     for k, (a, b) in enumerate(zip(starts, [*starts[1:], end], strict=True)):
-        rays, seconds = max(b.rays - a.rays, 1), b.seconds - a.seconds
+        rays, seconds = b.rays - a.rays, b.seconds - a.seconds
         out.update({
             f"stage{k}_resolution": a.resolution, f"stage{k}_voxels": a.voxels, f"stage{k}_steps": b.step - a.step,
-            f"stage{k}_seconds": seconds, f"stage{k}_rays_per_second": (b.rays - a.rays) / max(seconds, 1e-9),
-            f"stage{k}_samples_per_ray": (b.samples - a.samples) / rays,
-            f"stage{k}_colour_samples_per_ray": (b.colour - a.colour) / rays,
+            f"stage{k}_seconds": seconds, f"stage{k}_rays_per_second": rays / max(seconds, 1e-9),
+            f"stage{k}_samples_per_ray": (b.samples - a.samples) / max(rays, 1),
+            f"stage{k}_colour_samples_per_ray": (b.colour - a.colour) / max(rays, 1),
         })
     return out
 

@@ -167,13 +167,22 @@ def _run(launch: _Launch, kernel: Any, per_worker: list[list[Any]]) -> None:
     _in_threads(go, n_workers)
 
 
+@functools.cache
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A lasting pool of n worker threads (made once per size: a new pool per launch cost as much as a third of
+    a training forward, and varied by as much, while its new threads started)."""
+    return ThreadPoolExecutor(n, thread_name_prefix="perfdata-fused")
+
+
+os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has none of its parent's threads
+
+
 def _in_threads(go: Callable[[int], None], n: int) -> None:
     """go(0), ..., go(n - 1), in n threads when n > 1 (Warp launches release the GIL)."""
     if n == 1:
         go(0)
         return
-    with ThreadPoolExecutor(n) as pool:
-        list(pool.map(go, range(n)))
+    list(_pool(n).map(go, range(n)))
 
 
 def _wp(t: torch.Tensor, dtype: Any = None) -> Any:

@@ -2,6 +2,9 @@
 random grids and rays; the fallback to the reference (with a logged reason) when the kernels cannot compile."""
 
 import logging
+import os
+import signal
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -263,3 +266,23 @@ def test_backward_on_one_worker_equals_several(monkeypatch) -> None:
     _, d_one, s_one, _ = _loss_and_grads(grid, accel, rays, bg, use_fused=True)
     torch.testing.assert_close(d_one, d_many, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(s_one, s_many, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_worker_threads_last_and_a_forked_child_gets_its_own() -> None:
+    """The CPU workers' pool is made once per size; a child forked after it ran (its threads are not copied)
+    still renders on two workers, the same as its parent, instead of waiting forever on a dead pool."""
+    assert fused.available(torch.device("cpu"))
+    grid = random_grid((16, 16, 16), 11)
+    accel = plenoxel.build_accel(grid, 0.5, density_thresh=0.0)
+    o, d, _, _ = random_rays(1024, 12)
+    with mock.patch.object(torch, "get_num_threads", lambda: 2):
+        parent = fused.render_rays(grid, accel, o, d)[0]
+        assert fused._pool(2) is fused._pool(2)
+        pid = os.fork()
+        if pid == 0:  # the child: a hang ends it by SIGALRM, a wrong image by exit 1
+            signal.alarm(60)
+            code = 0 if torch.equal(fused.render_rays(grid, accel, o, d)[0], parent) else 1
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

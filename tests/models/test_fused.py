@@ -280,9 +280,12 @@ def test_worker_threads_last_and_a_forked_child_gets_its_own() -> None:
         parent = fused.render_rays(grid, accel, o, d)[0]
         assert fused._pool(2) is fused._pool(2)
         pid = os.fork()
-        if pid == 0:  # the child: a hang ends it by SIGALRM, a wrong image by exit 1
-            signal.alarm(60)
-            code = 0 if torch.equal(fused.render_rays(grid, accel, o, d)[0], parent) else 1
-            os._exit(code)
+        if pid == 0:  # the child: a hang ends it by SIGALRM, a wrong image or an error by exit 1
+            code = 1
+            try:
+                signal.alarm(60)
+                code = 0 if torch.equal(fused.render_rays(grid, accel, o, d)[0], parent) else 1
+            finally:
+                os._exit(code)  # never back into pytest
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -4,7 +4,6 @@ random grids and rays; the fallback to the reference (with a logged reason) when
 import logging
 import os
 import signal
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -269,23 +268,23 @@ def test_backward_on_one_worker_equals_several(monkeypatch) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_worker_threads_last_and_a_forked_child_gets_its_own() -> None:
+def test_worker_threads_last_and_a_forked_child_gets_its_own(monkeypatch) -> None:
     """The CPU workers' pool is made once per size; a child forked after it ran (its threads are not copied)
     still renders on two workers, the same as its parent, instead of waiting forever on a dead pool."""
     assert fused.available(torch.device("cpu"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers, whatever the machine
     grid = random_grid((16, 16, 16), 11)
     accel = plenoxel.build_accel(grid, 0.5, density_thresh=0.0)
     o, d, _, _ = random_rays(1024, 12)
-    with mock.patch.object(torch, "get_num_threads", lambda: 2):
-        parent = fused.render_rays(grid, accel, o, d)[0]
-        assert fused._pool(2) is fused._pool(2)
-        pid = os.fork()
-        if pid == 0:  # the child: a hang ends it by SIGALRM, a wrong image or an error by exit 1
-            code = 1
-            try:
-                signal.alarm(60)
-                code = 0 if torch.equal(fused.render_rays(grid, accel, o, d)[0], parent) else 1
-            finally:
-                os._exit(code)  # never back into pytest
+    parent = fused.render_rays(grid, accel, o, d)[0]
+    assert fused._pool(2) is fused._pool(2)
+    pid = os.fork()
+    if pid == 0:  # the child: a hang ends it by SIGALRM, a wrong image or an error by exit 1
+        code = 1
+        try:
+            signal.alarm(60)
+            code = 0 if torch.equal(fused.render_rays(grid, accel, o, d)[0], parent) else 1
+        finally:
+            os._exit(code)  # never back into pytest
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

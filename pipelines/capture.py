@@ -13,11 +13,13 @@ benchmarks/real.py; README "Real captures".
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from perfdata.pipelines.fitconfig import FitConfig
 
 from perfdata.errors import InputError
-from perfdata.ndc import NDC
+from perfdata.ndc import NDC, ndc_points
 from perfdata.readers.capture import reference_pose
 from perfdata.scene import Scene, decompose_similarity, similarity
 
@@ -53,26 +55,70 @@ NDC_NEAR_FRACTION = 0.75
 nearest is 1 / 0.75, near plane at 1), so nothing seen lies in front of it."""
 
 
-def ndc_space(scene: Scene) -> NDC:
+def ndc_space(scene: Scene, margin: float = 0.0) -> NDC:
     """The NDC space a forward-facing fit of `scene` lies in: the reference camera (meta["reference_c2w"], else
-    the average training camera) with the first training frame's intrinsics, the near plane at
-    NDC_NEAR_FRACTION of the nearest depth bound (meta["bounds"], else of the 1st percentile of the scene's
-    points' depths)."""
+    the average training camera) with the first training frame's intrinsics, its view widened by `margin` (a
+    fraction of the half width and height, FitConfig.ndc_margin), the near plane at NDC_NEAR_FRACTION of the
+    nearest depth bound (`depth_bounds`)."""
     frames = scene.train_frames or scene.frames
     reference = scene.meta.get("reference_c2w")
     c2w = np.asarray(reference, dtype=np.float64) if reference is not None else \
         reference_pose(np.stack([f.c2w for f in frames]))
+    f = frames[0]
+    ndc = NDC.from_camera(f.K, f.width, f.height, c2w, NDC_NEAR_FRACTION * depth_bounds(scene, c2w)[0])
+    return dataclasses.replace(ndc, sx=ndc.sx / (1.0 + margin), sy=ndc.sy / (1.0 + margin))
+
+
+def depth_bounds(scene: Scene, c2w: np.ndarray) -> tuple[float, float]:
+    """(near, far) depths of what a forward-facing capture sees: meta["bounds"], else the 1st and 99th
+    percentiles of the scene's points' z-depths in the camera c2w."""
     bounds = scene.meta.get("bounds")
     if bounds is not None:
-        nearest = float(bounds[0])
-    elif scene.points is not None and len(scene.points):
+        return float(bounds[0]), float(bounds[1])
+    if scene.points is not None and len(scene.points):
         w2c = np.linalg.inv(c2w)
         z = np.asarray(scene.points, dtype=np.float64) @ w2c[2, :3] + w2c[2, 3]
-        if not np.any(z > 0):
-            raise InputError(scene.source or scene.scene_id, "NDC: no scene point lies in front of the cameras")
-        nearest = float(np.percentile(z[z > 0], 1.0))
-    else:
-        raise InputError(scene.source or scene.scene_id, "NDC needs near depth bounds (meta 'bounds') or scene "
-                         "points; fit with --background msi or learned instead")
-    f = frames[0]
-    return NDC.from_camera(f.K, f.width, f.height, c2w, NDC_NEAR_FRACTION * nearest)
+        if np.any(z > 0):
+            return float(np.percentile(z[z > 0], 1.0)), float(np.percentile(z[z > 0], 99.0))
+        raise InputError(scene.source or scene.scene_id, "NDC: no scene point lies in front of the cameras")
+    raise InputError(scene.source or scene.scene_id, "NDC needs near depth bounds (meta 'bounds') or scene "
+                     "points; fit with --background msi or learned instead")
+
+
+NDC_MARGIN_QUANTILE = 0.99
+"""The automatic NDC margin (FitConfig.ndc_margin None) keeps this fraction of the training rays inside the NDC
+box between the depth bounds (`auto_ndc_margin`)."""
+NDC_MARGIN_MAX = 1.0
+"""The largest automatic NDC margin (a box twice the reference view's width)."""
+
+
+def auto_ndc_margin(scene: Scene) -> float:
+    """The smallest margin (rounded up to 0.01, at most NDC_MARGIN_MAX) that keeps NDC_MARGIN_QUANTILE of the
+    training rays inside the NDC box between the depth bounds (`ndc_excursion`). Without one, 18 % of fern's
+    training rays and 22 % of its held-out rays left the box sideways for the one background colour (fern, 300 s:
+    23.2 dB held-out; margin 0.15: 24.8, 0.25: 24.7; its automatic margin is 0.19)."""
+    excursion = ndc_excursion(scene, ndc_space(scene))
+    if not len(excursion):
+        return 0.0
+    return float(min(np.ceil(np.quantile(excursion, NDC_MARGIN_QUANTILE) * 100.0) / 100.0, NDC_MARGIN_MAX))
+
+
+def ndc_excursion(scene: Scene, ndc: NDC, pixels: int = 48, n_depths: int = 8) -> np.ndarray:
+    """How far each training ray strays outside the NDC box between the capture's depth bounds: per ray (a
+    pixels x pixels lattice over every training frame), max(|u|, |v|) - 1 over n_depths depths from the near to
+    the far bound (z-depth in its own camera), clipped at 0. `ndc_space(scene, m)` keeps a ray inside the box
+    there when this is <= m (for the box of `ndc`, margin 0)."""
+    frames = scene.train_frames or scene.frames
+    near, far = depth_bounds(scene, ndc.c2w)
+    depths = np.geomspace(near, far, n_depths)
+    out = []
+    for f in frames:
+        xs, ys = np.meshgrid((np.arange(pixels) + 0.5) * f.width / pixels, (np.arange(pixels) + 0.5) * f.height / pixels)
+        pix = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3).astype(np.float64)
+        dirs = pix @ np.linalg.inv(f.K).T @ f.c2w[:3, :3].T  # z-depth 1 along the frame's own axis
+        worst = np.zeros(len(dirs))
+        for z in depths:
+            q = ndc_points(ndc, f.c2w[:3, 3] + dirs * z)
+            worst = np.maximum(worst, np.maximum(np.abs(q[:, 0]), np.abs(q[:, 1])))
+        out.append(worst - 1.0)
+    return np.clip(np.concatenate(out), 0.0, None) if out else np.zeros(0)

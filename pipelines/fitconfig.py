@@ -99,6 +99,12 @@ class FitConfig:
     ndc_depth_ratio: float = 0.5
     """With NDC: voxels along the depth axis per voxel along the image x axis (the y axis follows the image's
     aspect ratio), e.g. resolution 256 -> a 256 x 192 x 128 grid for 4:3 images."""
+    ndc_margin: float | None = None
+    """With NDC: how much wider than the reference camera's view the NDC box reaches, as a fraction of its half
+    width and half height (sx and sy divided by 1 + ndc_margin), so that the rays of the other cameras, which
+    look a little aside, stay inside the grid instead of leaving it sideways for the one background colour.
+    None: automatic, the margin that keeps 99 % of the training rays inside between the depth bounds
+    (`capture.auto_ndc_margin`; fern: 0.19)."""
     msi_layers: int = 16
     """MSI background: concentric layers (PeRFception's CO3D fits: 16)."""
     msi_height: int = 0
@@ -150,6 +156,8 @@ class FitConfig:
             raise ConfigError(f"upsample_at needs {len(self.resolution) - 1} fractions for resolution {self.resolution}")
         if self.background not in BACKGROUNDS:
             raise ConfigError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+        if self.ndc_margin is not None and not 0 <= self.ndc_margin <= 4:
+            raise ConfigError(f"ndc_margin must be in [0, 4], got {self.ndc_margin}")
         if not 0 < self.ndc_depth_ratio <= 1:
             raise ConfigError(f"ndc_depth_ratio must be in (0, 1], got {self.ndc_depth_ratio}")
         if self.msi_layers < 2 or (self.msi_height != 0 and self.msi_height < 2):

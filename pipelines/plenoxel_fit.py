@@ -17,7 +17,7 @@ from perfdata.models import background as background_model
 from perfdata.models import fused, metrics, plenoxel, plenoxel_train
 from perfdata.models.optim import SparseRMSProp, merge_sparse
 from perfdata.models.plenoxel import PlenoxelGrid
-from perfdata.pipelines.capture import choose_background, cleared_cube, ndc_space
+from perfdata.pipelines.capture import auto_ndc_margin, choose_background, cleared_cube, ndc_space
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 from perfdata import camera, images
@@ -83,8 +83,9 @@ def composited_image(frame: Frame, background: float | None, size: tuple[int, in
 def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
     """The scene as fitted: held-out split, downscaled frames, colour composited over a known background; the
     background chosen (`capture.choose_background`) in meta["fit_background"]; with an MSI the cube cleared
-    from the cameras (`capture.cleared_cube`); with NDC the NDC space in meta["fit_ndc"] (`NDC.to_array`) and
-    world_from_grid the identity (the cube is the NDC box)."""
+    from the cameras (`capture.cleared_cube`); with NDC the NDC space in meta["fit_ndc"] (`NDC.to_array`), its
+    margin in meta["fit_ndc_margin"] (cfg.ndc_margin, or `capture.auto_ndc_margin`) and world_from_grid the
+    identity (the cube is the NDC box)."""
     if cfg.holdout_every > 0:
         scene = scene.with_holdout(cfg.holdout_every)
     choice = choose_background(scene, cfg)
@@ -95,7 +96,8 @@ def prepare_scene(scene: Scene, cfg: FitConfig) -> Scene:
         world_from_grid = cleared_cube(world_from_grid, centres, cfg.camera_clearance)
     meta = {**scene.meta, "fit_background": choice}
     if choice == "ndc":
-        meta["fit_ndc"] = ndc_space(scene).to_array().tolist()
+        margin = auto_ndc_margin(scene) if cfg.ndc_margin is None else cfg.ndc_margin
+        meta.update(fit_ndc=ndc_space(scene, margin).to_array().tolist(), fit_ndc_margin=margin)
         world_from_grid = np.eye(4)
     frames = []
     for f in scene.frames:
@@ -475,5 +477,6 @@ def fit_plenoxel(scene: Scene, cfg: FitConfig, device: torch.device,
         "colour_samples_per_second": trainer.n_colour / max(train_seconds, 1e-9),
         **stage_stats(stage_starts, StageMark.of(trainer, it, train_seconds)),
     }
-    used = dataclasses.replace(cfg, background=scene.meta.get("fit_background") or choose_background(scene, cfg))
+    used = dataclasses.replace(cfg, background=scene.meta.get("fit_background") or choose_background(scene, cfg),
+                               ndc_margin=scene.meta.get("fit_ndc_margin", cfg.ndc_margin))
     return FitResult(grid.to_sparse(), result, tuple(curve), it, train_seconds, str(device), stats, used)

@@ -85,3 +85,27 @@ def test_fern_points_lie_in_the_ndc_box(shared_data):
     assert inside.mean() > 0.95  # the reference camera sees (almost) everything the capture triangulated
     w_far = 1.0 - 2.0 * space.near / fern.meta["bounds"][1]  # the farthest bound
     assert np.percentile(q[:, 2], 1) > -1.0 and np.percentile(q[:, 2], 99) < w_far
+
+
+def test_the_automatic_margin_keeps_fern_cameras_rays_inside_the_ndc_box(shared_data):
+    import dataclasses
+
+    from perfdata.pipelines.capture import auto_ndc_margin, ndc_excursion, ndc_space
+
+    from perfdata.readers import llff
+
+    fern = llff.load_scene(shared_data / "fern", "fern").with_holdout(8)
+    held = dataclasses.replace(fern, frames=tuple(dataclasses.replace(f, split="train") for f in fern.heldout_frames))
+    bare = ndc_space(fern)
+    # the reference camera's own view is too narrow for the others: many rays leave it between the bounds
+    assert (ndc_excursion(fern, bare) > 0).mean() > 0.1 and (ndc_excursion(held, bare) > 0).mean() > 0.1
+    margin = auto_ndc_margin(fern)
+    assert 0.1 < margin < 0.3
+    wide = ndc_space(fern, margin)
+    assert wide.sx == pytest.approx(bare.sx / (1 + margin)) and wide.near == bare.near
+    assert (ndc_excursion(fern, wide) > 0).mean() <= 0.01  # the quantile it was chosen for
+    assert (ndc_excursion(held, wide) > 0).mean() < 0.02  # and the held-out cameras, which it never saw
+    # a point's excursion is what the box's bounds say: on the reference axis it is inside, off it outside
+    c2w = bare.c2w
+    x_edge = c2w[:3, 3] + c2w[:3, 2] * 40.0 + c2w[:3, 0] * 40.0 * 1.1 / bare.sx
+    assert abs(ndc_points(bare, x_edge[None])[0, 0]) > 1.0 and abs(ndc_points(ndc_space(fern, 0.2), x_edge[None])[0, 0]) < 1.0

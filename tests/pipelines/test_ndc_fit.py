@@ -34,6 +34,12 @@ def fern_fits(shared_data) -> dict:
 def test_auto_fits_fern_in_ndc(fern_fits: dict) -> None:
     ndc, learned = fern_fits["ndc"], fern_fits["learned"]
     assert ndc.config.background == "ndc" and ndc.grid.ndc is not None
+    # the NDC box reaches past the reference camera's view by the automatic margin, which fit.json records
+    from perfdata.pipelines.capture import auto_ndc_margin, ndc_space
+
+    margin = auto_ndc_margin(fern_fits["scene"].with_holdout(8))
+    assert ndc.config.ndc_margin == margin > 0.1
+    assert np.allclose(ndc.grid.ndc, ndc_space(fern_fits["scene"].with_holdout(8), margin).to_array())
     assert ndc.grid.reso == (64, 48, 32)  # x: the image width, y: its aspect ratio, depth: ndc_depth_ratio
     assert np.allclose(ndc.grid.world_from_grid, np.eye(4))
     # a short coarse fit: NDC is as good as a bounded cube (its gain shows at 300 s: benchmarks/real.py)

@@ -90,6 +90,8 @@ def run_fit(scene: Scene, cfg: FitConfig) -> dict:
     }
     if "depth_abs_rel" in result.metrics:
         out["depth_abs_rel"] = round(result.metrics["depth_abs_rel"], 4)
+    if out["background"] == "ndc" and result.config is not None:
+        out["ndc_margin"] = result.config.ndc_margin  # as fit.json records it (automatic unless set)
     return out
 
 

@@ -2,7 +2,8 @@
 
 NDC maps the frustum of one reference camera, from its near plane z = n to infinity, onto the box [-1, 1]^3:
 u = sx * x / z, v = sy * y / z, w = 1 - 2 n / z (x, y, z in the reference camera's OpenCV axes; sx = 2 fx / W,
-sy = 2 fy / H). A grid fitted in NDC holds its cube in that box; its voxel coordinates are NDC coordinates, and
+sy = 2 fy / H, or less where a fit widens the box past the reference view: `pipelines.capture.ndc_space`'s
+margin). A grid fitted in NDC holds its cube in that box; its voxel coordinates are NDC coordinates, and
 `world_points` maps them back to the world.
 """
 
@@ -25,7 +26,8 @@ class NDC:
 
     Attributes:
         c2w: (4, 4) float64 reference camera-to-world, OpenCV axes (x right, y down, z forward).
-        sx, sy: 2 fx / W and 2 fy / H of the reference camera (any image scale: the ratios are the same).
+        sx, sy: 2 fx / W and 2 fy / H of the reference camera (any image scale: the ratios are the same),
+            divided by 1 + margin for a box wider than its view.
         near: the near plane's z-depth in world units (w = -1 there).
     """
 

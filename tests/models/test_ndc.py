@@ -105,7 +105,7 @@ def test_the_automatic_margin_keeps_fern_cameras_rays_inside_the_ndc_box(shared_
     assert wide.sx == pytest.approx(bare.sx / (1 + margin)) and wide.near == bare.near
     assert (ndc_excursion(fern, wide) > 0).mean() <= 0.01  # the quantile it was chosen for
     assert (ndc_excursion(held, wide) > 0).mean() < 0.02  # and the held-out cameras, which it never saw
-    # a point's excursion is what the box's bounds say: on the reference axis it is inside, off it outside
+    # a point at u = 1.1 of the reference camera's own box lies inside the box widened by 0.2 (u = 1.1 / 1.2)
     c2w = bare.c2w
     x_edge = c2w[:3, 3] + c2w[:3, 2] * 40.0 + c2w[:3, 0] * 40.0 * 1.1 / bare.sx
     assert abs(ndc_points(bare, x_edge[None])[0, 0]) > 1.0 and abs(ndc_points(ndc_space(fern, 0.2), x_edge[None])[0, 0]) < 1.0

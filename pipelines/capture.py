@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 from perfdata.pipelines.fitconfig import FitConfig
 
+from perfdata import camera
 from perfdata.errors import InputError
 from perfdata.ndc import NDC, ndc_points
 from perfdata.readers.capture import reference_pose
@@ -112,13 +113,12 @@ def ndc_excursion(scene: Scene, ndc: NDC, pixels: int = 48, n_depths: int = 8) -
     near, far = depth_bounds(scene, ndc.c2w)
     depths = np.geomspace(near, far, n_depths)
     out = []
+    lattice = camera.pixel_grid(pixels, pixels)
     for f in frames:
-        xs, ys = np.meshgrid((np.arange(pixels) + 0.5) * f.width / pixels, (np.arange(pixels) + 0.5) * f.height / pixels)
-        pix = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3).astype(np.float64)
-        dirs = pix @ np.linalg.inv(f.K).T @ f.c2w[:3, :3].T  # z-depth 1 along the frame's own axis
+        origins, dirs = camera.pixel_rays(f.K, f.c2w, lattice * [f.width / pixels, f.height / pixels])
         worst = np.zeros(len(dirs))
-        for z in depths:
-            q = ndc_points(ndc, f.c2w[:3, 3] + dirs * z)
+        for z in depths:  # pixel_rays' directions have z-depth 1 in the frame's own camera
+            q = ndc_points(ndc, origins + dirs * z)
             worst = np.maximum(worst, np.maximum(np.abs(q[:, 0]), np.abs(q[:, 1])))
         out.append(worst - 1.0)
     return np.clip(np.concatenate(out), 0.0, None) if out else np.zeros(0)

@@ -3,6 +3,8 @@ merging of sparse gradients from several losses."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from perfdata.models import fused as fused_ops
 from perfdata.models import sampling
@@ -26,18 +28,34 @@ def merge_sparse(parts: list[tuple[torch.Tensor, torch.Tensor]], n_rows: int) ->
 
 class SparseRMSProp:
     """RMSProp over the rows of one parameter table (n_rows, C): v <- beta v + (1 - beta) g^2,
-    p <- p - lr g / (sqrt(v) + eps), for the given rows only; other rows and their state are untouched."""
+    p <- p - lr g / (sqrt(v) + eps), for the given rows only; other rows and their state are untouched.
+
+    v starts at 0, so the first step moves every row by lr / sqrt(1 - beta) (4.5 lr at beta 0.95), the next ones
+    by a little less. `bias_correction` divides v by 1 - beta^t (Adam's correction of its second moment), t the
+    number of steps taken: every step then moves a row by at most about lr. One count serves the table, so it is
+    exact for rows touched from the first step on; a row first touched later gets less than its own correction.
+    """
 
     def __init__(self, n_rows: int, n_cols: int, beta: float = 0.95, eps: float = 1e-8,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", bias_correction: bool = False) -> None:
         self.beta = beta
         self.eps = eps
         self.sq = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=device)
+        self.bias_correction = bias_correction
+        self.t = 0
+        """Steps taken (step_ and step_dense_ calls)."""
+
+    def _lr(self, lr: float) -> float:
+        """The step's learning rate: lr, times sqrt(1 - beta^t) with bias_correction (the same as dividing v by
+        1 - beta^t, up to eps)."""
+        self.t += 1
+        return lr * math.sqrt(1.0 - self.beta ** self.t) if self.bias_correction else lr
 
     def step_(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, fused: bool = True) -> None:
         """Update `param` (n_rows, C) in place at `rows` (m,) distinct, with `grad` (m, C); with `fused`, in one
         kernel pass where the fused kernels run (`perfdata.models.fused`), else with the torch ops below."""
         assert grad.shape == (rows.numel(), param.shape[1]), f"grad must be ({rows.numel()}, {param.shape[1]})"
+        lr = self._lr(lr)
         if rows.numel() == 0:
             return
         if fused and param.is_contiguous() and param.dtype == torch.float32 and fused_ops.available(param.device):
@@ -52,6 +70,7 @@ class SparseRMSProp:
         """Update every row of `param` (n_rows, C) in place from a dense `grad` (n_rows, C); rows whose
         gradient is exactly zero keep their value and state (as in `step_`)."""
         assert grad.shape == param.shape == self.sq.shape, "dense grad must match the parameter table"
+        lr = self._lr(lr)
         touched = (grad != 0).any(-1, keepdim=True)
         new_sq = torch.where(touched, self.sq * self.beta + (1.0 - self.beta) * grad * grad, self.sq)
         self.sq = new_sq

@@ -7,6 +7,8 @@
                                                                       average camera reaches to infinity);
     a room (the cameras inside what they see)                      -> learned (one colour for rays that escape);
     no kind known                                                  -> learned.
+Two more automatic settings come from the capture here: an NDC fit's margin (`auto_ndc_margin`) and whether
+density's RMSProp is bias-corrected (`auto_density_bias_correction`).
 Measured on the analytic object-in-surroundings scene (tests/pipelines/test_background_fit.py) and in
 benchmarks/real.py; README "Real captures".
 """
@@ -49,6 +51,32 @@ def cleared_cube(world_from_grid: np.ndarray, camera_centres: np.ndarray, cleara
         return np.asarray(world_from_grid, dtype=np.float64)
     nearest = float(np.min(np.linalg.norm(np.asarray(camera_centres, dtype=np.float64) - centre, axis=1)))
     return similarity(min(scale, nearest / clearance), centre, rotation)
+
+
+FOG_DISTANCE = 2.5
+"""Cameras nearer than this many cube half-sizes to the cube's centre can fog a grid that starts full
+(`auto_density_bias_correction`): RGB-only synthetic objects on their ground fogged with cameras 1.6 and 2.01
+half-sizes out; lego, 2.78 out, fits without the correction and loses 0.5 dB with it (README "Density's first
+steps")."""
+
+
+def auto_density_bias_correction(scene: Scene, cfg: FitConfig) -> bool:
+    """FitConfig.density_bias_correction for None, on the scene as fitted (`plenoxel_fit.prepare_scene`): True
+    where the grid starts full -- no depth to start it from (or init_from_depth off), no cfg.init_from, not an
+    NDC fit -- and a training camera lies within FOG_DISTANCE cube half-sizes of the cube's centre.
+    Fog near a lens is seen by few views, so it can hold each view's mean colour without the other views
+    contradicting it; RMSProp's uncorrected first steps (4.5 lr_density) make that fog at once."""
+    if cfg.init_from or scene.meta.get("fit_background") == "ndc":
+        return False
+    if scene.has_depth and cfg.init_from_depth:
+        return False
+    frames = scene.train_frames or scene.frames
+    if not frames:
+        return False
+    centres = np.stack([f.c2w[:3, 3] for f in frames])
+    grid_from_world = np.linalg.inv(np.asarray(scene.world_from_grid, dtype=np.float64))
+    in_grid = centres @ grid_from_world[:3, :3].T + grid_from_world[:3, 3]
+    return bool(np.linalg.norm(in_grid, axis=1).min() < FOG_DISTANCE)
 
 
 NDC_NEAR_FRACTION = 0.75

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from perfdata.pipelines.capture import KNOWN_COLOURS
+from perfdata.pipelines.capture import KNOWN_COLOURS, auto_density_bias_correction
 from perfdata.pipelines.fitconfig import FitConfig, FitProgress, FitResult
 
 from perfdata import atomic
@@ -39,6 +39,8 @@ def fit_scene(scene: Scene, cfg: FitConfig, callback: Callable[[FitProgress], No
     from perfdata.pipelines import plenoxel_fit
 
     prepared = plenoxel_fit.prepare_scene(scene, cfg)
+    if cfg.density_bias_correction is None:
+        cfg = dataclasses.replace(cfg, density_bias_correction=auto_density_bias_correction(prepared, cfg))
     size = max(max(f.width, f.height) for f in prepared.frames)
     if not cfg.resolution:
         cfg = dataclasses.replace(cfg, resolution=cfg.resolved_resolution(size))

@@ -240,7 +240,8 @@ class Trainer:
 
     def set_grid(self, grid: PlenoxelGrid) -> None:
         self.grid = grid
-        self.opt_d = SparseRMSProp(grid.n_voxels, 1, self.cfg.rmsprop_beta, device=self.device)
+        self.opt_d = SparseRMSProp(grid.n_voxels, 1, self.cfg.rmsprop_beta, device=self.device,
+                                   bias_correction=bool(self.cfg.density_bias_correction))
         self.opt_s = SparseRMSProp(grid.n_voxels, 27, self.cfg.rmsprop_beta, device=self.device)
         self.coords = plenoxel_train.voxel_coords(grid)
         self.accel = plenoxel.build_accel(grid, self.cfg.step_size)
@@ -261,6 +262,10 @@ class Trainer:
                                                   self.rays.origins[pick], self.rays.dirs[pick])
                 voxel_alpha = voxel_alpha * (seen > visible)
             keep = voxel_alpha > cfg.prune_alpha
+            if not bool(keep.any()):
+                raise FitError(f"scene {self.scene.scene_id}: no voxel is opaque enough (alpha > prune_alpha "
+                               f"{cfg.prune_alpha}) to keep at the upsample to {cfg.resolution[self.stage]}: the "
+                               f"grid is empty (try a larger density_init or a longer first stage)")
             n_max = max(1, cfg.max_voxels // 16)  # x8 for the finer grid, ~x2 for the dilation
             if int(keep.sum()) > n_max:  # a barely trained grid: keep only its most opaque voxels
                 keep = voxel_alpha >= torch.topk(voxel_alpha, n_max).values[-1]

@@ -108,6 +108,28 @@ def test_sparse_rmsprop_touches_only_given_rows() -> None:
     assert torch.allclose(param2, param)
 
 
+def test_sparse_rmsprop_bias_correction_bounds_the_first_steps() -> None:
+    """Without the correction the first step moves a row by lr / sqrt(1 - beta); with it by lr, and a constant
+    gradient keeps moving it by lr every step (v / (1 - beta^t) is then exactly g^2); the sparse, fused and dense
+    steps agree."""
+    beta, lr = 0.95, 3.0
+    rows, grad = torch.tensor([0, 2]), torch.full((2, 1), 0.25)
+    plain, param = SparseRMSProp(4, 1, beta=beta), torch.zeros(4, 1)
+    plain.step_(param, rows, grad, lr)
+    assert torch.allclose(param[rows], torch.full((2, 1), -lr / (1 - beta) ** 0.5), atol=1e-4)
+    for fused in (True, False):
+        opt, p = SparseRMSProp(4, 1, beta=beta, bias_correction=True), torch.zeros(4, 1)
+        for t in range(1, 6):
+            opt.step_(p, rows, grad, lr, fused=fused)
+            assert torch.allclose(p[rows], torch.full((2, 1), -lr * t), atol=1e-4), (fused, t)
+        assert p[[1, 3]].abs().sum() == 0 and opt.t == 5
+    dense_opt, d = SparseRMSProp(4, 1, beta=beta, bias_correction=True), torch.zeros(4, 1)
+    dense_grad = torch.zeros(4, 1).index_copy_(0, rows, grad)
+    for _ in range(5):
+        dense_opt.step_dense_(d, dense_grad, lr)
+    assert torch.allclose(d, p, atol=1e-4)
+
+
 def test_tv_grads_match_autograd() -> None:
     grid = _blob_grid(8)
     coords = plenoxel_train.voxel_coords(grid)

@@ -58,6 +58,46 @@ def test_tiny_sphere_fits() -> None:
     assert np.allclose(result.grid.background, 1.0)
 
 
+def test_rgb_only_object_on_its_ground_does_not_fog() -> None:
+    """A synthetic object on its ground, white sky, colour only (no depth to start the grid from): RMSProp's
+    first density steps without bias correction (4.5 lr_density) filled the cube with fog the fit never
+    cleared, a mean-colour image (~10 dB); the automatic FitConfig.density_bias_correction turns the correction
+    on here (cameras within 2.5 half-sizes of the cube's centre, a grid that starts full) and it fits."""
+    import dataclasses
+
+    from perfdata.synthetic import make_object_scene
+
+    scene = make_object_scene(seed=5000, n_views=16, size=32)
+    scene = dataclasses.replace(scene, frames=tuple(dataclasses.replace(f, depth=None) for f in scene.frames))
+    cfg = FitConfig(resolution=(32,), steps=80, batch_rays=1024, device="cpu")
+    fogged = fit_scene(scene, dataclasses.replace(cfg, density_bias_correction=False)).metrics["psnr"]
+    result = fit_scene(scene, cfg)
+    assert result.config is not None and result.config.density_bias_correction is True
+    assert fogged < 13.0 and result.metrics["psnr"] > 17.0, (fogged, result.metrics["psnr"])
+
+
+def test_auto_density_bias_correction_only_where_the_grid_starts_full_near_the_cameras() -> None:
+    import dataclasses
+
+    from perfdata.pipelines.capture import auto_density_bias_correction
+    from perfdata.pipelines.plenoxel_fit import prepare_scene
+
+    from perfdata.synthetic import make_object_scene
+
+    cfg = FitConfig()
+    near = make_object_scene(seed=5000, n_views=8, size=16)  # cameras ~1.6 half-sizes from the centre
+    rgb = dataclasses.replace(near, frames=tuple(dataclasses.replace(f, depth=None) for f in near.frames))
+    assert auto_density_bias_correction(prepare_scene(rgb, cfg), cfg)
+    assert not auto_density_bias_correction(prepare_scene(near, cfg), cfg)  # depth starts the grid
+    no_depth_init = dataclasses.replace(cfg, init_from_depth=False)
+    assert auto_density_bias_correction(prepare_scene(near, no_depth_init), no_depth_init)
+    far = sphere_scene()  # cameras ~2.5 units out, cube half-size 0.75: over 3 half-sizes
+    far = dataclasses.replace(far, frames=tuple(dataclasses.replace(f, depth=None) for f in far.frames))
+    assert not auto_density_bias_correction(prepare_scene(far, cfg), cfg)
+    warm = dataclasses.replace(cfg, init_from="run/")
+    assert not auto_density_bias_correction(prepare_scene(rgb, warm), warm)
+
+
 def test_coarse_to_fine_and_time_budget() -> None:
     cfg = FitConfig(**{**FAST, "resolution": (16, 32), "upsample_at": (0.3,), "steps": 10_000, "max_seconds": 4.0,
                        "eval_at_seconds": (1.0,), "depth_weight": 0.0})  # type: ignore[arg-type]
@@ -120,6 +160,11 @@ def test_black_images_and_unknown_method() -> None:
         fit_scene(black, FitConfig(**{**FAST, "steps": 2}))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="not implemented"):
         fit_scene(good, FitConfig(method="generalizable"))
+    empty = FitConfig(**{**FAST, "steps": 4, "resolution": (8, 16), "upsample_at": (0.5,),  # type: ignore[arg-type]
+                         "density_init": 1e-6, "lr_density": 1e-9, "lr_density_final": 1e-9,
+                         "init_from_depth": False})
+    with pytest.raises(FitError, match="sphere: no voxel is opaque enough .* upsample to 16"):
+        fit_scene(good, empty)
     with pytest.raises(ConfigError, match="unknown FitConfig field"):
         FitConfig.from_dict({"lr": 1.0})
 

@@ -28,7 +28,9 @@ SMALL = dict(resolution=(64,), steps=80, batch_rays=2048, device="cpu", downscal
 def fern_fits(shared_data) -> dict:
     scene = llff.load_scene(shared_data / "fern", "fern")
     return {"scene": scene, "ndc": fit_scene(scene, FitConfig(**SMALL)),
-            "learned": fit_scene(scene, FitConfig(background="learned", **SMALL))}
+            # the cube with NDC's (automatic) optimiser: its cameras are near enough to turn the density
+            # correction on, which alone moves this short fit by ~0.6 dB (README "Density's first steps")
+            "learned": fit_scene(scene, FitConfig(background="learned", density_bias_correction=False, **SMALL))}
 
 
 def test_auto_fits_fern_in_ndc(fern_fits: dict) -> None:
@@ -39,6 +41,7 @@ def test_auto_fits_fern_in_ndc(fern_fits: dict) -> None:
 
     margin = auto_ndc_margin(fern_fits["scene"].with_holdout(8))
     assert ndc.config.ndc_margin == margin > 0.1
+    assert ndc.config.density_bias_correction is False  # automatic: never for NDC (README "Density's first steps")
     assert np.allclose(ndc.grid.ndc, ndc_space(fern_fits["scene"].with_holdout(8), margin).to_array())
     assert ndc.grid.reso == (64, 48, 32)  # x: the image width, y: its aspect ratio, depth: ndc_depth_ratio
     assert np.allclose(ndc.grid.world_from_grid, np.eye(4))

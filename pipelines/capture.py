@@ -73,9 +73,7 @@ def auto_density_bias_correction(scene: Scene, cfg: FitConfig) -> bool:
     frames = scene.train_frames or scene.frames
     if not frames:
         return False
-    centres = np.stack([f.c2w[:3, 3] for f in frames])
-    grid_from_world = np.linalg.inv(np.asarray(scene.world_from_grid, dtype=np.float64))
-    in_grid = centres @ grid_from_world[:3, :3].T + grid_from_world[:3, 3]
+    in_grid = scene.world_to_grid(np.stack([f.c2w[:3, 3] for f in frames]))
     return bool(np.linalg.norm(in_grid, axis=1).min() < FOG_DISTANCE)
 
 

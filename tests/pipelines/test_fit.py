@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -43,6 +44,11 @@ def sphere_scene(n_views: int = 24, size: int = 32, scene_id: str = "sphere") ->
     return Scene(scene_id, tuple(frames), similarity(0.75, np.zeros(3)), background="white")
 
 
+def colour_only(scene: Scene) -> Scene:
+    """`scene` without its depth maps."""
+    return dataclasses.replace(scene, frames=tuple(dataclasses.replace(f, depth=None) for f in scene.frames))
+
+
 FAST = dict(resolution=(32,), steps=150, batch_rays=2048, device="cpu", holdout_every=6, tv_fraction=0.05)
 
 
@@ -63,12 +69,9 @@ def test_rgb_only_object_on_its_ground_does_not_fog() -> None:
     first density steps without bias correction (4.5 lr_density) filled the cube with fog the fit never
     cleared, a mean-colour image (~10 dB); the automatic FitConfig.density_bias_correction turns the correction
     on here (cameras within 2.5 half-sizes of the cube's centre, a grid that starts full) and it fits."""
-    import dataclasses
-
     from perfdata.synthetic import make_object_scene
 
-    scene = make_object_scene(seed=5000, n_views=16, size=32)
-    scene = dataclasses.replace(scene, frames=tuple(dataclasses.replace(f, depth=None) for f in scene.frames))
+    scene = colour_only(make_object_scene(seed=5000, n_views=16, size=32))
     cfg = FitConfig(resolution=(32,), steps=80, batch_rays=1024, device="cpu")
     fogged = fit_scene(scene, dataclasses.replace(cfg, density_bias_correction=False)).metrics["psnr"]
     result = fit_scene(scene, cfg)
@@ -77,8 +80,6 @@ def test_rgb_only_object_on_its_ground_does_not_fog() -> None:
 
 
 def test_auto_density_bias_correction_only_where_the_grid_starts_full_near_the_cameras() -> None:
-    import dataclasses
-
     from perfdata.pipelines.capture import auto_density_bias_correction
     from perfdata.pipelines.plenoxel_fit import prepare_scene
 
@@ -86,13 +87,12 @@ def test_auto_density_bias_correction_only_where_the_grid_starts_full_near_the_c
 
     cfg = FitConfig()
     near = make_object_scene(seed=5000, n_views=8, size=16)  # cameras ~1.6 half-sizes from the centre
-    rgb = dataclasses.replace(near, frames=tuple(dataclasses.replace(f, depth=None) for f in near.frames))
+    rgb = colour_only(near)
     assert auto_density_bias_correction(prepare_scene(rgb, cfg), cfg)
     assert not auto_density_bias_correction(prepare_scene(near, cfg), cfg)  # depth starts the grid
     no_depth_init = dataclasses.replace(cfg, init_from_depth=False)
     assert auto_density_bias_correction(prepare_scene(near, no_depth_init), no_depth_init)
-    far = sphere_scene()  # cameras ~2.5 units out, cube half-size 0.75: over 3 half-sizes
-    far = dataclasses.replace(far, frames=tuple(dataclasses.replace(f, depth=None) for f in far.frames))
+    far = colour_only(sphere_scene())  # cameras ~2.5 units out, cube half-size 0.75: over 3 half-sizes
     assert not auto_density_bias_correction(prepare_scene(far, cfg), cfg)
     warm = dataclasses.replace(cfg, init_from="run/")
     assert not auto_density_bias_correction(prepare_scene(rgb, warm), warm)

@@ -62,13 +62,14 @@ steps")."""
 
 def auto_density_bias_correction(scene: Scene, cfg: FitConfig) -> bool:
     """FitConfig.density_bias_correction for None, on the scene as fitted (`plenoxel_fit.prepare_scene`): True
-    where the grid starts full -- no depth to start it from (or init_from_depth off), no cfg.init_from, not an
-    NDC fit -- and a training camera lies within FOG_DISTANCE cube half-sizes of the cube's centre.
+    where the grid starts full or from a model's prediction (cfg.init_from: a blurred hull that reaches towards
+    the lenses) -- no depth to start it from (or init_from_depth off), not an NDC fit -- and a training camera
+    lies within FOG_DISTANCE cube half-sizes of the cube's centre.
     Fog near a lens is seen by few views, so it can hold each view's mean colour without the other views
     contradicting it; RMSProp's uncorrected first steps (4.5 lr_density) make that fog at once."""
-    if cfg.init_from or scene.meta.get("fit_background") == "ndc":
+    if scene.meta.get("fit_background") == "ndc":
         return False
-    if scene.has_depth and cfg.init_from_depth:
+    if scene.has_depth and cfg.init_from_depth and not cfg.init_from:  # a model's start ignores the depth
         return False
     frames = scene.train_frames or scene.frames
     if not frames:

@@ -5,7 +5,7 @@ store as per-scene fits) and the warm start of `perfdata fit --method plenoxel -
 density and class logits directly (both are direction-independent), SH degree 2 by least squares from the
 colours predicted along `n_directions` directions spread over the sphere (`generalizable.fit_sh`). The export
 keeps voxels whose opacity over one voxel, 1 - exp(-sigma * 2 / R), exceeds `keep_alpha`, dilated by one voxel;
-the warm start keeps every voxel (the per-scene fit prunes on its own).
+so does the warm start (`initial_grid_from_model`, at 0.1), with the density scaled down.
 
 Each exported scene records, in its metrics, on up to `eval_views` of its non-source frames: `psnr` (the
 model's render against the images), `psnr_grid` (the exported grid rendered by the Plenoxel renderer against the
@@ -14,6 +14,7 @@ images) and `psnr_grid_vs_model` (the grid's render against the model's).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -219,9 +220,13 @@ def export_scene(model: GeneralizableField, names: tuple[str, ...], scenes: dict
 
 
 def initial_grid_from_model(run: str | Path, scene: Scene, reso: int, background: torch.Tensor,
-                            source_views: int | None = None) -> plenoxel.PlenoxelGrid:
-    """Warm start of a Plenoxel fit: every voxel of a resolution-`reso` grid from the model's prediction of
-    `scene` from K of its training frames (K: the run's source views). On `background`'s device."""
+                            source_views: int | None = None, keep_alpha: float = 0.1,
+                            density_scale: float = 0.05) -> plenoxel.PlenoxelGrid:
+    """Warm start of a Plenoxel fit: a resolution-`reso` grid from the model's prediction of `scene` from K of
+    its training frames (K: the run's source views). Allocated: the voxels whose predicted opacity over one
+    voxel exceeds `keep_alpha`, dilated by one voxel (0: every voxel), so the space the model sees through starts
+    empty; their SH as predicted, their density times `density_scale` (FitConfig.init_from_keep_alpha and
+    init_from_density_scale say why). On `background`'s device."""
     from perfdata.pipelines.generalizable_fit import read_run
 
     device = background.device
@@ -231,6 +236,7 @@ def initial_grid_from_model(run: str | Path, scene: Scene, reso: int, background
     check_scene(train, k, ckpt.model.cfg.image_size)
     st = load_scene_tensors(train, tuple(ckpt.label_names), labels=False).to(device)
     sources = encode_sources(ckpt.model, st, spread_views(st.centres.cpu(), st.axes.cpu(), k, start=0))
-    grid = plenoxel.PlenoxelGrid.from_sparse(sample_grid(ckpt.model, sources, st, reso, None), device)
+    sparse = sample_grid(ckpt.model, sources, st, reso, keep_alpha if keep_alpha > 0 else None)
+    grid = plenoxel.PlenoxelGrid.from_sparse(dataclasses.replace(sparse, density=sparse.density * density_scale), device)
     grid.background = background.detach().clone()
     return grid

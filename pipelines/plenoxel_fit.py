@@ -132,12 +132,13 @@ def grid_shape(scene: Scene, cfg: FitConfig, reso: int) -> tuple[int, int, int]:
 
 def initial_grid(scene: Scene, cfg: FitConfig, rays: RaySet, background: torch.Tensor) -> PlenoxelGrid:
     """All voxels of the first resolution, or with depth (and init_from_depth) those near the surface; with
-    `cfg.init_from`, the prediction of that generalizable model."""
+    `cfg.init_from`, the prediction of that generalizable model (where it is not sure the space is empty)."""
     reso = cfg.resolution[0]
     if cfg.init_from:
         from perfdata.pipelines.generalizable_export import initial_grid_from_model
 
-        return initial_grid_from_model(cfg.init_from, scene, reso, background)
+        return initial_grid_from_model(cfg.init_from, scene, reso, background, keep_alpha=cfg.init_from_keep_alpha,
+                                       density_scale=cfg.init_from_density_scale)
     mask = torch.ones(grid_shape(scene, cfg, reso), dtype=torch.bool, device=rays.origins.device)
     if rays.depth is not None and cfg.init_from_depth:
         known = rays.depth > 0

@@ -79,7 +79,7 @@ def test_rgb_only_object_on_its_ground_does_not_fog() -> None:
     assert fogged < 13.0 and result.metrics["psnr"] > 17.0, (fogged, result.metrics["psnr"])
 
 
-def test_auto_density_bias_correction_only_where_the_grid_starts_full_near_the_cameras() -> None:
+def test_auto_density_bias_correction_only_where_the_grid_starts_full_or_from_a_model_near_the_cameras() -> None:
     from perfdata.pipelines.capture import auto_density_bias_correction
     from perfdata.pipelines.plenoxel_fit import prepare_scene
 
@@ -94,8 +94,10 @@ def test_auto_density_bias_correction_only_where_the_grid_starts_full_near_the_c
     assert auto_density_bias_correction(prepare_scene(near, no_depth_init), no_depth_init)
     far = colour_only(sphere_scene())  # cameras ~2.5 units out, cube half-size 0.75: over 3 half-sizes
     assert not auto_density_bias_correction(prepare_scene(far, cfg), cfg)
-    warm = dataclasses.replace(cfg, init_from="run/")
-    assert not auto_density_bias_correction(prepare_scene(rgb, warm), warm)
+    warm = dataclasses.replace(cfg, init_from="run/")  # a model's prediction, not the depth, starts the grid
+    assert auto_density_bias_correction(prepare_scene(rgb, warm), warm)
+    assert auto_density_bias_correction(prepare_scene(near, warm), warm)
+    assert not auto_density_bias_correction(prepare_scene(far, warm), warm)
 
 
 def test_coarse_to_fine_and_time_budget() -> None:

@@ -173,23 +173,32 @@ def test_warm_start_begins_at_the_model_prediction(run: Path, data: Path, tmp_pa
     from perfdata.pipelines.generalizable_ckpt import load_model
     from perfdata.pipelines.generalizable_data import load_scene_tensors, spread_views
     from perfdata.pipelines.generalizable_eval import encode_sources, render_frame
-    from perfdata.pipelines.generalizable_export import initial_grid_from_model
+    from perfdata.pipelines.generalizable_export import dilate, initial_grid_from_model
 
     from perfdata.readers import load_scenes
 
     scene = next(load_scenes("synthetic", data)).with_holdout(3)
-    grid = initial_grid_from_model(run, scene, 32, torch.ones(3))
-    # the initial grid renders what the model renders from the same (training) source views
+    full = initial_grid_from_model(run, scene, 32, torch.ones(3), keep_alpha=0.0, density_scale=1.0)
+    # the whole prediction renders what the model renders from the same (training) source views
     train = scene.select([i for i, f in enumerate(scene.frames) if f.split == "train"])
     model = load_model(run).model
     st = load_scene_tensors(train, ())
     sources = encode_sources(model, st, spread_views(st.centres, st.axes, 2, start=0))
     mine = render_frame(model, sources, st, 1, 64)["rgb"].clamp(0, 1)
-    theirs = plenoxel.render_camera(grid, st.K[1], st.c2w[1], 16, 16)["rgb"].clamp(0, 1)
-    assert grid.n_voxels == 32**3 and metrics.psnr(theirs, mine) > 20.0
-    warm = fit_scene(scene, FitConfig(resolution=(16,), steps=1, batch_rays=64, device="cpu", holdout_every=3,
-                                      init_from=str(run)))
-    assert warm.grid.n_voxels == 16**3  # the hook: every voxel of the first resolution, from the model
+    theirs = plenoxel.render_camera(full, st.K[1], st.c2w[1], 16, 16)["rgb"].clamp(0, 1)
+    assert full.n_voxels == 32**3 and metrics.psnr(theirs, mine) > 20.0
+    # the warm start keeps the voxels the model does not see through, with its colour and a fraction of its density
+    warm = initial_grid_from_model(run, scene, 32, torch.ones(3), keep_alpha=0.1, density_scale=0.05)
+    sigma = full.density[full.links.reshape(-1).long(), 0].reshape(32, 32, 32)
+    kept = dilate((1.0 - torch.exp(-sigma * 2.0 / 32)) > 0.1)
+    assert 0 < int(kept.sum()) < 32**3 and torch.equal(warm.links >= 0, kept)
+    rows_w, rows_f = warm.links[kept].long(), full.links[kept].long()
+    torch.testing.assert_close(warm.density[rows_w], 0.05 * full.density[rows_f])
+    torch.testing.assert_close(warm.sh[rows_w], full.sh[rows_f], atol=1e-4, rtol=1e-4)
+    fit = fit_scene(scene, FitConfig(resolution=(16,), steps=1, batch_rays=64, device="cpu", holdout_every=3,
+                                     init_from=str(run)))
+    start = initial_grid_from_model(run, scene, 16, torch.ones(3))
+    assert fit.grid.n_voxels == start.n_voxels < 16**3  # the hook: the model's prediction at the first resolution
     res = invoke("fit", "--reader", "synthetic", "--data", data, "--out", tmp_path / "f", "--init-from",
                  tmp_path / "nowhere", "--steps", "1")
     assert res.exit_code == 2 and not (tmp_path / "f").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from perfdata.store.writer import WriteConfig
 
 if TYPE_CHECKING:
     from perfdata.runner import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,8 @@ def initial_grid_from_model(run: str | Path, scene: Scene, reso: int, background
     its training frames (K: the run's source views). Allocated: the voxels whose predicted opacity over one
     voxel exceeds `keep_alpha`, dilated by one voxel (0: every voxel), so the space the model sees through starts
     empty; their SH as predicted, their density times `density_scale` (FitConfig.init_from_keep_alpha and
-    init_from_density_scale say why). On `background`'s device."""
+    init_from_density_scale say why). Where the model sees through every voxel, every voxel is kept (logged).
+    On `background`'s device."""
     from perfdata.pipelines.generalizable_fit import read_run
 
     device = background.device
@@ -237,6 +241,10 @@ def initial_grid_from_model(run: str | Path, scene: Scene, reso: int, background
     st = load_scene_tensors(train, tuple(ckpt.label_names), labels=False).to(device)
     sources = encode_sources(ckpt.model, st, spread_views(st.centres.cpu(), st.axes.cpu(), k, start=0))
     sparse = sample_grid(ckpt.model, sources, st, reso, keep_alpha if keep_alpha > 0 else None)
+    if sparse.n_voxels == 0:
+        log.warning("%s: the model %s predicts an opacity per voxel of at most %g everywhere; the warm start keeps "
+                    "every voxel", scene.scene_id, run, keep_alpha)
+        sparse = sample_grid(ckpt.model, sources, st, reso, None)
     grid = plenoxel.PlenoxelGrid.from_sparse(dataclasses.replace(sparse, density=sparse.density * density_scale), device)
     grid.background = background.detach().clone()
     return grid

@@ -166,7 +166,8 @@ def test_export_from_model_validates_and_renders(run: Path, data: Path, tmp_path
     assert (out / sid / "DONE").is_file() and (out / sid / "00001.label.png").is_file()
 
 
-def test_warm_start_begins_at_the_model_prediction(run: Path, data: Path, tmp_path: Path) -> None:
+def test_warm_start_begins_at_the_model_prediction(run: Path, data: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     from perfdata.models import metrics, plenoxel
     from perfdata.pipelines.fit import fit_scene
     from perfdata.pipelines.fitconfig import FitConfig
@@ -195,6 +196,17 @@ def test_warm_start_begins_at_the_model_prediction(run: Path, data: Path, tmp_pa
     rows_w, rows_f = warm.links[kept].long(), full.links[kept].long()
     torch.testing.assert_close(warm.density[rows_w], 0.05 * full.density[rows_f])
     torch.testing.assert_close(warm.sh[rows_w], full.sh[rows_f], atol=1e-4, rtol=1e-4)
+    from perfdata.pipelines import generalizable_export
+
+    def see_through(model, sources, points, chunk):  # type: ignore[no-untyped-def]
+        sigma, logits = real_density(model, sources, points, chunk)
+        return torch.zeros_like(sigma), logits
+
+    real_density = generalizable_export.point_density
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
+        mp.setattr(generalizable_export, "point_density", see_through)
+        empty = initial_grid_from_model(run, scene, 8, torch.ones(3))
+    assert empty.n_voxels == 8**3 and "keeps every voxel" in caplog.text  # nothing carved: all kept, logged
     fit = fit_scene(scene, FitConfig(resolution=(16,), steps=1, batch_rays=64, device="cpu", holdout_every=3,
                                      init_from=str(run)))
     start = initial_grid_from_model(run, scene, 16, torch.ones(3))

@@ -5,7 +5,8 @@ store as per-scene fits) and the warm start of `perfdata fit --method plenoxel -
 density and class logits directly (both are direction-independent), SH degree 2 by least squares from the
 colours predicted along `n_directions` directions spread over the sphere (`generalizable.fit_sh`). The export
 keeps voxels whose opacity over one voxel, 1 - exp(-sigma * 2 / R), exceeds `keep_alpha`, dilated by one voxel;
-so does the warm start (`initial_grid_from_model`, at 0.1), with the density scaled down.
+so does the warm start (`initial_grid_from_model`, at FitConfig.init_from_keep_alpha), with the density
+scaled down.
 
 Each exported scene records, in its metrics, on up to `eval_views` of its non-source frames: `psnr` (the
 model's render against the images), `psnr_grid` (the exported grid rendered by the Plenoxel renderer against the
@@ -223,8 +224,8 @@ def export_scene(model: GeneralizableField, names: tuple[str, ...], scenes: dict
 
 
 def initial_grid_from_model(run: str | Path, scene: Scene, reso: int, background: torch.Tensor,
-                            source_views: int | None = None, keep_alpha: float = 0.1,
-                            density_scale: float = 0.05) -> plenoxel.PlenoxelGrid:
+                            source_views: int | None = None, *, keep_alpha: float,
+                            density_scale: float) -> plenoxel.PlenoxelGrid:
     """Warm start of a Plenoxel fit: a resolution-`reso` grid from the model's prediction of `scene` from K of
     its training frames (K: the run's source views). Allocated: the voxels whose predicted opacity over one
     voxel exceeds `keep_alpha`, dilated by one voxel (0: every voxel), so the space the model sees through starts

@@ -207,7 +207,7 @@ def test_warm_start_begins_at_the_model_prediction(run: Path, data: Path, tmp_pa
     real_density = generalizable_export.point_density
     with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
         mp.setattr(generalizable_export, "point_density", see_through)
-        empty = initial_grid_from_model(run, scene, 8, torch.ones(3))
+        empty = initial_grid_from_model(run, scene, 8, torch.ones(3), keep_alpha=0.1, density_scale=0.05)
     assert empty.n_voxels == 8**3 and "keeps every voxel" in caplog.text  # nothing carved: all kept, logged
     fit = fit_scene(scene, FitConfig(resolution=(32,), steps=1, batch_rays=64, device="cpu", holdout_every=3,
                                      init_from=str(run), init_from_keep_alpha=keep))

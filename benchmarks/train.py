@@ -119,14 +119,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # cls3d: the object's SH carry its random colour; --colour-aug re-colours the field exactly in SH space
     kw3d = dict(epochs=2 if q else 24, batch_size=8, reso=32, widths=(8, 16, 32), lr=3e-3, seed=0, scenes=("obj_*",))
+    fg3d = dict(foreground_only=True, colour_aug=1.0, **kw3d)
     feats: dict[str, float] = {}
     for features in ("coords", "density", "sh", "sh+density"):
-        res, sec = run("cls3d", store, out / f"cls3d_{features.replace('+', '_')}", features=features,
-                       foreground_only=True, colour_aug=1.0, **kw3d)
+        res, sec = run("cls3d", store, out / f"cls3d_{features.replace('+', '_')}", features=features, **fg3d)
         feats[features] = res.final.val_metric
         result["seconds"][f"cls3d.{features}"] = sec
-    main3d = dict(features="sh+density", foreground_only=True, colour_aug=1.0, **kw3d)
-    more = other_seeds("cls3d", store, out / "cls3d_sh_density", args.seeds, result, **main3d)
+    more = other_seeds("cls3d", store, out / "cls3d_sh_density", args.seeds, result, features="sh+density", **fg3d)
     result.update(seed_figures("cls3d.top1", [feats["sh+density"], *(r.final.val_metric for r in more)]))
     mono3, sec = run("cls3d", store, out / "cls3d_sh_density_no_colour_aug", features="sh+density",
                      foreground_only=True, colour_aug=0.0, **kw3d)
